@@ -1,0 +1,86 @@
+"""The service backend interface: start, stop, status and watch one service.
+
+Modelled on ``httpx/_transports/base.py``: a plain base class, no plugin machinery.
+A backend maps its third-party exceptions to :class:`~hasup.BackendError` subclasses
+once, at this boundary (``raise BackendUnavailable(...) from exc``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from typing import TYPE_CHECKING, ClassVar
+
+import anyio
+from anyio.abc import AsyncResource
+
+from ..protocol._enums import ServiceStatus
+
+if TYPE_CHECKING:
+    from typing_extensions import Self
+
+    from .._section import Section
+
+__all__ = ["ServiceBackend", "ServiceStatus"]
+
+
+class ServiceBackend(AsyncResource):
+    """Start, stop and observe one service.
+
+    Contract every implementation keeps:
+
+    * :meth:`start` returns only when the service runs (and is healthy, where the
+      backend can tell); otherwise it raises :class:`~hasup.BackendError`
+      (usually :class:`~hasup.ServiceFailed`) carrying the reason.
+    * :meth:`stop` returns only when the service is confirmed stopped. It is
+      idempotent, gives the service ``stop_timeout`` to exit and then kills it. If it
+      cannot confirm the stop it raises: the supervisor then keeps the node a holder
+      (an outage is preferred to two copies running).
+    * :meth:`status` asks the backend now; :meth:`watch` yields every change it
+      notices (event-driven backends push; the default polls :meth:`status`).
+    """
+
+    #: The ``[service] backend = "..."`` name.
+    kind: ClassVar[str] = ""
+    #: Poll period of the default :meth:`watch`.
+    poll_interval: float = 1.0
+
+    @classmethod
+    def from_config(cls, section: Section) -> Self:
+        """Build the backend from its ``[service]`` table. Raise ``ConfigError``."""
+        raise NotImplementedError
+
+    async def start(self) -> None:
+        raise NotImplementedError
+
+    async def stop(self) -> None:
+        raise NotImplementedError
+
+    async def status(self) -> ServiceStatus:
+        raise NotImplementedError
+
+    async def watch(self) -> AsyncIterator[ServiceStatus]:
+        """Yield the service status whenever it changes (first value: the current one)."""
+        last: ServiceStatus | None = None
+        while True:
+            current = await self.status()
+            if current is not last:
+                last = current
+                yield current
+            await anyio.sleep(self.poll_interval)
+
+    async def health(self) -> tuple[bool, str]:
+        """The backend's own view of the service's health, for ``type = "backend"``
+        probes (Docker overrides this with the container's HEALTHCHECK status)."""
+        status = await self.status()
+        return status is ServiceStatus.RUNNING, status.value
+
+    async def check(self) -> list[str]:
+        """Problems ``hasup check`` should report (empty when all is well)."""
+        return []
+
+    async def aclose(self) -> None:
+        """Release connections; never stops the service."""
+
+    def describe(self) -> str:
+        """One line for logs and ``hasup check``."""
+        return self.kind
