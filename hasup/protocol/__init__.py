@@ -1,0 +1,42 @@
+"""The pure election core: no sockets, no clocks, no logging.
+
+Everything here is deterministic given its inputs, each of which carries ``now``.
+"""
+
+from ._actions import Action, Alarm, Notify, Persist, PersistentState, StartService, StopService
+from ._config import Address, CoreConfig, PeerSpec, ProbeSpec
+from ._enums import ServiceStatus, State
+from ._node import Node
+from ._peers import PeerView, down_interval, skew_time
+from ._states import TRANSITIONS, Event, transition
+from ._wire import Drop, Flag, Heartbeat, KeyRing, decode, derive_key, encode
+
+__all__ = [
+    "TRANSITIONS",
+    "Action",
+    "Address",
+    "Alarm",
+    "CoreConfig",
+    "Drop",
+    "Event",
+    "Flag",
+    "Heartbeat",
+    "KeyRing",
+    "Node",
+    "Notify",
+    "PeerSpec",
+    "PeerView",
+    "Persist",
+    "PersistentState",
+    "ProbeSpec",
+    "ServiceStatus",
+    "StartService",
+    "State",
+    "StopService",
+    "decode",
+    "derive_key",
+    "down_interval",
+    "encode",
+    "skew_time",
+    "transition",
+]

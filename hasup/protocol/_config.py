@@ -1,0 +1,88 @@
+"""The core's configuration: plain values, no file or network access."""
+
+from __future__ import annotations
+
+import zlib
+
+import attrs
+
+from ._wire import KeyRing
+
+__all__ = ["Address", "CoreConfig", "PeerSpec", "ProbeSpec"]
+
+#: (host, port) as used by the transport; IPv6 hosts without brackets.
+Address = tuple[str, int]
+
+
+@attrs.frozen
+class PeerSpec:
+    """A configured peer: its address, and optionally the name it must announce."""
+
+    address: Address
+    name: str | None = None
+
+
+@attrs.frozen
+class ProbeSpec:
+    """What the core needs to know about a probe to interpret its results."""
+
+    name: str
+    rise: int = 2
+    fall: int = 3
+    start_period: float = 0.0
+    when: str = "active"
+    weight: int | None = None
+    witness: bool = False
+
+
+def _check_priority(_: object, __: object, value: int) -> None:
+    if not 1 <= value <= 254:
+        raise ValueError(f"priority must be 1..254, got {value}")
+
+
+@attrs.frozen(kw_only=True)
+class CoreConfig:
+    """Settings of one node's election core.
+
+    Durations are seconds. Defaults follow keepalived where it has an equivalent
+    (advert 1 s, RFC 5798 timing) and are conservative elsewhere.
+    """
+
+    name: str
+    group: int
+    priority: int = attrs.field(validator=_check_priority)
+    peers: tuple[PeerSpec, ...] = ()
+    keys: KeyRing = attrs.field(factory=KeyRing.insecure)
+    advert_interval: float = 1.0
+    preempt: bool = True
+    preempt_delay: float = 0.0
+    preempt_margin: int = 1
+    start_timeout: float = 60.0
+    stop_timeout: float = 30.0
+    fault_holddown: float = 5.0
+    fault_backoff_max: float = 300.0
+    #: "none", "majority", or "auto" (majority for groups of 3 or more).
+    quorum: str = "auto"
+    probes: tuple[ProbeSpec, ...] = ()
+    #: Longest leave-running hold a STOPPING node may ask peers for.
+    max_hold: float = 30.0
+
+    @property
+    def group_size(self) -> int:
+        return 1 + len(self.peers)
+
+    @property
+    def quorum_required(self) -> bool:
+        if self.quorum == "auto":
+            return self.group_size >= 3
+        return self.quorum == "majority"
+
+    @property
+    def advert_ms(self) -> int:
+        return max(1, round(self.advert_interval * 1000))
+
+    @property
+    def config_hash(self) -> int:
+        """Hash of the settings every member must share (reported on mismatch)."""
+        text = f"v1|{self.group}|{self.advert_ms}|{self.quorum_required}|{self.group_size}"
+        return zlib.crc32(text.encode())
