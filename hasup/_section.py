@@ -105,6 +105,11 @@ class Section:
     def keys(self) -> list[str]:
         return list(self._data)
 
+    def data(self) -> dict[str, Any]:
+        """The whole table, handed on to someone else who validates it (marks all read)."""
+        self._read.update(self._data)
+        return dict(self._data)
+
     def raw(self, key: str, default: Any = None) -> Any:
         self._read.add(key)
         return self._data.get(key, default)

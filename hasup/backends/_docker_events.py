@@ -8,7 +8,6 @@ tested) without a daemon.
 from __future__ import annotations
 
 import contextlib
-import functools
 from collections.abc import Mapping
 from typing import Any
 
@@ -111,15 +110,12 @@ def describe_exit(state: Mapping[str, Any] | None) -> str:
 _END: Any = object()
 
 
-def _next_or_end(iterator: Any) -> Any:
-    # Runs in a worker thread. Never raises: an abandoned thread's exception would have
-    # nobody to report it to. Returns the event, _END, or the exception.
-    try:
-        return next(iterator)
-    except StopIteration:
-        return _END
-    except Exception as exc:
-        return exc
+def _close_response(stream: Any) -> None:
+    # CancellableStream.close() shuts the socket down, but the HTTP response still holds
+    # a file object on it, so the descriptor stays open until garbage collection
+    # (a ResourceWarning). Closing the response releases it.
+    with contextlib.suppress(Exception):
+        stream._response.close()
 
 
 class EventStream:
@@ -135,6 +131,22 @@ class EventStream:
         self._stream = stream
         self._limiter = limiter
         self._closed = False
+        #: A worker thread is (or an abandoned one may still be) reading the stream.
+        self._reading = False
+
+    def _next_or_end(self) -> Any:
+        # Runs in a worker thread. Never raises: an abandoned thread's exception would
+        # have nobody to report it to. Returns the event, _END, or the exception.
+        try:
+            return next(self._stream)
+        except StopIteration:
+            result: Any = _END
+        except Exception as exc:
+            result = exc
+        # The stream is over: release the response here, in the thread that read it.
+        self._reading = False
+        _close_response(self._stream)
+        return result
 
     def __aiter__(self) -> EventStream:
         return self
@@ -142,11 +154,12 @@ class EventStream:
     async def __anext__(self) -> dict[str, Any]:
         if self._closed:
             raise StopAsyncIteration
+        self._reading = True
         result = await anyio.to_thread.run_sync(
-            functools.partial(_next_or_end, self._stream),
-            abandon_on_cancel=True,
-            limiter=self._limiter,
+            self._next_or_end, abandon_on_cancel=True, limiter=self._limiter
         )
+        if result is not _END and not isinstance(result, Exception):
+            self._reading = False
         if result is _END or isinstance(result, Exception):
             # Anything but an event means the connection is gone: dockerd stopped,
             # restarted, or the stream was closed. The caller reconnects.
@@ -162,4 +175,7 @@ class EventStream:
         self._closed = True
         # Already closed or a half-torn-down socket: nothing left to release.
         with contextlib.suppress(Exception):
-            self._stream.close()
+            self._stream.close()  # socket shutdown: non-blocking, wakes a reading thread
+        if not self._reading:
+            # No thread holds the response (else it closes it when its read ends).
+            _close_response(self._stream)

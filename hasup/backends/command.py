@@ -16,6 +16,7 @@ everything it started (its process group).
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import shutil
@@ -35,11 +36,11 @@ from ..protocol._enums import ServiceStatus
 from .base import ServiceBackend
 
 if TYPE_CHECKING:
-    from typing_extensions import Self
+    from typing import Self
 
     from .._section import Section
 
-__all__ = ["CommandBackend"]
+__all__ = ["CommandBackend", "CommandResult", "run_command"]
 
 logger = logging.getLogger("hasup.backends.command")
 
@@ -95,9 +96,68 @@ os._exit(code)
 
 
 @attrs.frozen
-class _Result:
+class CommandResult:
+    """How a command ended: its exit status (negative: killed by that signal) and the
+    last lines of its output (stdout and stderr)."""
+
     returncode: int
     output: str
+    timed_out: bool = False
+
+
+async def run_command(
+    argv: Sequence[str],
+    time_limit: float,
+    *,
+    env: Mapping[str, str] | None = None,
+    cwd: str | None = None,
+    what: str = "",
+) -> CommandResult:
+    """Run ``argv`` (no shell) in a new session, collecting the tail of its output.
+
+    After ``time_limit`` seconds the command and its whole process group are killed
+    and the result has ``timed_out=True``. Cancellation kills them too. ``OSError``
+    if the command cannot be started at all (not found, not executable).
+    """
+    process = await anyio.open_process(
+        list(argv),
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        cwd=cwd,
+        env=env,
+        start_new_session=True,
+    )
+    tail = bytearray()
+    drained = anyio.Event()
+    timed_out = False
+    try:
+        async with anyio.create_task_group() as tg:
+            assert process.stdout is not None
+            tg.start_soon(_collect, process.stdout, tail, drained)
+            with anyio.move_on_after(time_limit) as waiting:
+                await process.wait()
+            if waiting.cancelled_caught:
+                timed_out = True
+                await _kill_and_reap(process)
+            else:
+                with anyio.move_on_after(_DRAIN_AFTER_EXIT):
+                    await drained.wait()
+                if not drained.is_set():
+                    logger.warning(
+                        "%s command %s exited but something it started still holds its output "
+                        "pipe; that process may get SIGPIPE (daemonize properly, or use run = [...])",
+                        what or "a",
+                        _show(argv),
+                    )
+            tg.cancel_scope.cancel()
+    finally:
+        if process.returncode is None:  # cancelled from outside: leave nothing behind
+            await _kill_and_reap(process)
+        with anyio.CancelScope(shield=True):
+            await process.aclose()
+    assert process.returncode is not None
+    return CommandResult(process.returncode, _last_lines(bytes(tail)), timed_out)
 
 
 class CommandBackend(ServiceBackend):
@@ -130,14 +190,22 @@ class CommandBackend(ServiceBackend):
         start_grace: float = 0.05,
     ) -> None:
         if run is not None:
-            extra = [n for n, v in (("start", start), ("stop", stop), ("status", status), ("kill", kill)) if v]
+            extra = [
+                n for n, v in (("start", start), ("stop", stop), ("status", status), ("kill", kill)) if v
+            ]
             if extra:
                 raise ValueError(f"run cannot be combined with {', '.join(extra)}")
         elif start is None or stop is None:
             raise ValueError("give either run, or both start and stop")
         elif ready_tcp is not None:
             raise ValueError("ready_tcp is only for run (managed process) mode")
-        for name, argv in (("run", run), ("start", start), ("stop", stop), ("status", status), ("kill", kill)):
+        for name, argv in (
+            ("run", run),
+            ("start", start),
+            ("stop", stop),
+            ("status", status),
+            ("kill", kill),
+        ):
             if argv is not None and (isinstance(argv, str) or not argv):
                 raise ValueError(f"{name} must be a non-empty argv list, not a shell string")
         if output not in ("inherit", "discard"):
@@ -184,7 +252,7 @@ class CommandBackend(ServiceBackend):
                 raise section.error(
                     None,
                     'the command backend needs run = ["program", ...] (hasup runs it) '
-                    'or start = [...], stop = [...] and status = [...]',
+                    "or start = [...], stop = [...] and status = [...]",
                 )
             for key, other in (("start", "stop"), ("stop", "start")):
                 if commands[key] is None:
@@ -199,7 +267,7 @@ class CommandBackend(ServiceBackend):
         env: dict[str, str] = {}
         env_table = section.get_table("env")
         if env_table is not None:
-            for key in env_table.keys():
+            for key in env_table.keys():  # noqa: SIM118 - Section is not a dict
                 env[key] = env_table.get_str(key)
             env_table.finish()
         cwd = section.get_str("cwd", None)
@@ -240,7 +308,7 @@ class CommandBackend(ServiceBackend):
         ):
             if argv is not None and shutil.which(argv[0], path=path) is None:
                 problems.append(f"{name} command not found or not executable: {argv[0]!r}")
-        if self.cwd is not None and not os.path.isdir(self.cwd):
+        if self.cwd is not None and not await anyio.Path(self.cwd).is_dir():
             problems.append(f"cwd is not a directory: {self.cwd!r}")
         if self.run_argv is None and self.status_argv is None:
             problems.append(
@@ -320,7 +388,9 @@ class CommandBackend(ServiceBackend):
             self._assumed = ServiceStatus.STOPPED
             return
         if self.kill_argv is not None:
-            logger.warning("service not confirmed stopped within %gs: running the kill command", self.stop_timeout)
+            logger.warning(
+                "service not confirmed stopped within %gs: running the kill command", self.stop_timeout
+            )
             if await self._stop_step(self.kill_argv, "kill"):
                 self._assumed = ServiceStatus.STOPPED
                 return
@@ -337,7 +407,10 @@ class CommandBackend(ServiceBackend):
             succeeded = result.returncode == 0
             if not succeeded:
                 logger.warning(
-                    "%s command exited with status %d%s", what, result.returncode, _output_suffix(result.output)
+                    "%s command exited with status %d%s",
+                    what,
+                    result.returncode,
+                    _output_suffix(result.output),
                 )
         except ServiceFailed as exc:
             logger.warning("%s", exc)
@@ -362,10 +435,10 @@ class CommandBackend(ServiceBackend):
             await anyio.sleep(min(delay, remaining))
             delay = min(delay * 2, self.poll_interval)
 
-    async def _run_status(self, timeout: float) -> ServiceStatus:
+    async def _run_status(self, time_limit: float) -> ServiceStatus:
         assert self.status_argv is not None
         try:
-            result = await self._run(self.status_argv, timeout, "status")
+            result = await self._run(self.status_argv, time_limit, "status")
         except ServiceFailed as exc:
             # A hung or unrunnable status command means "cannot tell", not "stopped".
             logger.warning("%s", exc)
@@ -376,55 +449,18 @@ class CommandBackend(ServiceBackend):
             return ServiceStatus.STOPPED
         return ServiceStatus.FAILED
 
-    async def _run(self, argv: tuple[str, ...], timeout: float, what: str) -> _Result:
-        """Run a command in a new session; on timeout kill its process group."""
+    async def _run(self, argv: tuple[str, ...], time_limit: float, what: str) -> CommandResult:
+        """Run one of the service commands; ServiceFailed if it cannot run or times out."""
         try:
-            process = await anyio.open_process(
-                argv,
-                stdin=subprocess.DEVNULL,
-                stdout=subprocess.PIPE,
-                stderr=subprocess.STDOUT,
-                cwd=self.cwd,
-                env=self._environment(),
-                start_new_session=True,
-            )
+            result = await run_command(argv, time_limit, env=self._environment(), cwd=self.cwd, what=what)
         except OSError as exc:
             raise ServiceFailed(f"{what} command {argv[0]!r} could not be run: {exc}") from exc
-        tail = bytearray()
-        drained = anyio.Event()
-        timed_out = False
-        try:
-            async with anyio.create_task_group() as tg:
-                assert process.stdout is not None
-                tg.start_soon(_collect, process.stdout, tail, drained)
-                with anyio.move_on_after(timeout) as waiting:
-                    await process.wait()
-                if waiting.cancelled_caught:
-                    timed_out = True
-                    await _kill_and_reap(process)
-                else:
-                    with anyio.move_on_after(_DRAIN_AFTER_EXIT):
-                        await drained.wait()
-                    if not drained.is_set():
-                        logger.warning(
-                            "%s command %s exited but something it started still holds its output "
-                            "pipe; that process may get SIGPIPE (daemonize properly, or use run = [...])",
-                            what,
-                            _show(argv),
-                        )
-                tg.cancel_scope.cancel()
-        finally:
-            if process.returncode is None:  # cancelled from outside: leave nothing behind
-                await _kill_and_reap(process)
-            with anyio.CancelScope(shield=True):
-                await process.aclose()
-        output = _last_lines(bytes(tail))
-        if timed_out:
+        if result.timed_out:
             raise ServiceFailed(
-                f"{what} command {_show(argv)} timed out after {timeout:g}s and was killed{_output_suffix(output)}"
+                f"{what} command {_show(argv)} timed out after {time_limit:g}s and was killed"
+                f"{_output_suffix(result.output)}"
             )
-        assert process.returncode is not None
-        return _Result(process.returncode, output)
+        return result
 
     # -- managed process mode -------------------------------------------------------------
     def _managed_status(self) -> ServiceStatus:
@@ -449,7 +485,7 @@ class CommandBackend(ServiceBackend):
         program = shutil.which(argv[0], path=self._environment().get("PATH", os.defpath))
         if program is None:
             raise ServiceFailed(f"run: command not found or not executable: {argv[0]!r}")
-        if self.cwd is not None and not os.path.isdir(self.cwd):
+        if self.cwd is not None and not await anyio.Path(self.cwd).is_dir():
             raise ServiceFailed(f"run: cwd is not a directory: {self.cwd!r}")
         process = await self._spawn(argv)
         self._set_phase("starting")
@@ -460,9 +496,10 @@ class CommandBackend(ServiceBackend):
             succeeded = True
         finally:
             if not succeeded:  # failed or cancelled: do not leave a half-started service
-                await _kill_and_reap(process, group_too=True)
-                await self._wait_group_gone(process.pid, _KILL_GRACE)
-                self._forget_process()
+                with anyio.CancelScope(shield=True):
+                    await _kill_and_reap(process)
+                    await self._wait_group_gone(process.pid, _KILL_GRACE)
+                    await self._forget_process()
         self._set_phase("running")
 
     async def _spawn(self, argv: tuple[str, ...]) -> Process:
@@ -486,7 +523,7 @@ class CommandBackend(ServiceBackend):
                 pass_fds=pass_fds,
             )
         except OSError as exc:
-            self._forget_process()
+            await self._forget_process()
             raise ServiceFailed(f"run: cannot start {_show(argv)}: {exc}") from exc
         finally:
             if read_fd is not None:
@@ -540,7 +577,9 @@ class CommandBackend(ServiceBackend):
         _signal_group(pgid, signal.SIGTERM)
         if not await self._wait_gone(process, self.stop_timeout):
             logger.warning(
-                "%s did not exit within %gs of SIGTERM: sending SIGKILL", _show(self.run_argv or ()), self.stop_timeout
+                "%s did not exit within %gs of SIGTERM: sending SIGKILL",
+                _show(self.run_argv or ()),
+                self.stop_timeout,
             )
             _signal_group(pgid, signal.SIGKILL)
             if not await self._wait_gone(process, _KILL_GRACE):
@@ -550,21 +589,21 @@ class CommandBackend(ServiceBackend):
                     "(uninterruptible sleep?); the service is not confirmed stopped"
                 )
         logger.info("stopped %s (exit status %s)", _show(self.run_argv or ()), process.returncode)
-        self._forget_process()
+        await self._forget_process()
 
-    async def _wait_gone(self, process: Process, timeout: float) -> bool:
+    async def _wait_gone(self, process: Process, time_limit: float) -> bool:
         """Wait until the process is reaped and its group is empty; False on timeout."""
-        deadline = anyio.current_time() + timeout
-        with anyio.move_on_after(timeout):
+        deadline = anyio.current_time() + time_limit
+        with anyio.move_on_after(time_limit):
             await process.wait()
         if process.returncode is None:
             return False
         return await self._wait_group_gone(process.pid, max(0.0, deadline - anyio.current_time()))
 
-    async def _wait_group_gone(self, pgid: int, timeout: float) -> bool:
+    async def _wait_group_gone(self, pgid: int, time_limit: float) -> bool:
         # There is no event for "the last member of a process group exited": poll
         # briefly. Usually the group is already empty when the leader has exited.
-        deadline = anyio.current_time() + timeout
+        deadline = anyio.current_time() + time_limit
         delay = 0.002
         while _group_alive(pgid):
             if anyio.current_time() >= deadline:
@@ -573,12 +612,16 @@ class CommandBackend(ServiceBackend):
             delay = min(delay * 2, 0.05)
         return True
 
-    def _forget_process(self) -> None:
-        self._process = None
+    async def _forget_process(self) -> None:
+        """Drop the (reaped) managed process and its lifeline pipe."""
+        process, self._process = self._process, None
         if self._fence_fd is not None:
             os.close(self._fence_fd)
             self._fence_fd = None
         self._set_phase("idle")
+        if process is not None:
+            with anyio.CancelScope(shield=True), anyio.move_on_after(_KILL_GRACE):
+                await process.aclose()
 
     async def _wait_for_change(self, changed: anyio.Event) -> None:
         process = self._process
@@ -628,13 +671,13 @@ async def _collect(stream: ByteReceiveStream, tail: bytearray, done: anyio.Event
         done.set()
 
 
-async def _kill_and_reap(process: Process, *, group_too: bool = True) -> None:
-    """SIGKILL the process (and its group) and wait for it, even when cancelled."""
+async def _kill_and_reap(process: Process) -> None:
+    """SIGKILL the process and its group and wait for it, even when cancelled."""
     with anyio.CancelScope(shield=True):
-        if group_too:
-            _signal_group(process.pid, signal.SIGKILL)
+        _signal_group(process.pid, signal.SIGKILL)
         if process.returncode is None:
-            process.kill()
+            with contextlib.suppress(ProcessLookupError):
+                process.kill()
         with anyio.move_on_after(_KILL_GRACE):
             await process.wait()
 

@@ -156,8 +156,8 @@ class SystemdBackend(ServiceBackend):
             unit += ".service"
         backend = cls(
             unit,
-            start_timeout=section.get_duration("start_timeout", "90s", min=0.001),
-            stop_timeout=section.get_duration("stop_timeout", "30s", min=0.001),
+            start_timeout=section.get_duration("start_timeout", 90.0, min=0.001),
+            stop_timeout=section.get_duration("stop_timeout", 30.0, min=0.001),
             job_mode=section.get_str("job_mode", "replace", choices=JOB_MODES),
             restart_by=section.get_str("restart_by", "hasup", choices=RESTART_BY),
             bus=section.get_str("bus", None),
@@ -175,7 +175,7 @@ class SystemdBackend(ServiceBackend):
         async with self._conn_lock:
             if self._conn is not None and not self._conn.closed:
                 return self._conn
-            self._conn = None
+            await self._drop_connection()
             try:
                 conn = await DBusConnection.open(self.bus)
             except DBusConnectionLost as exc:
@@ -195,9 +195,13 @@ class SystemdBackend(ServiceBackend):
             return conn
 
     async def aclose(self) -> None:
+        await self._drop_connection()
+
+    async def _drop_connection(self) -> None:
         conn, self._conn = self._conn, None
         if conn is not None:
-            await conn.aclose()
+            with anyio.CancelScope(shield=True):
+                await conn.aclose()
 
     def _job_rule(self) -> MatchRule:
         return MatchRule(
@@ -252,6 +256,15 @@ class SystemdBackend(ServiceBackend):
             raise
         return {name: value for name, (_sig, value) in props.items()}
 
+    async def _unit_props(self, conn: DBusConnection, *names: str) -> dict[str, Any]:
+        """A few Unit properties, one Get each: cheaper than parsing a whole GetAll."""
+        obj = DBusAddress(self._unit_path, _SYSTEMD, _PROPS_IFACE)
+        values = {}
+        for name in names:
+            ((_sig, value),) = await self._call_on(conn, obj, "Get", "ss", (_UNIT_IFACE, name))
+            values[name] = value
+        return values
+
     async def _facts(self, conn: DBusConnection) -> dict[str, Any]:
         facts = await self._get_all(conn, _UNIT_IFACE)
         facts.update(await self._get_all(conn, _SERVICE_IFACE))
@@ -266,12 +279,14 @@ class SystemdBackend(ServiceBackend):
         what = _LOAD_STATES.get(load_state, f"cannot be loaded (LoadState={load_state})")
         return f"systemd unit {self.unit!r} {what}{detail}"
 
-    async def _require_loaded(self, conn: DBusConnection) -> dict[str, Any]:
+    async def _require_loaded(self, conn: DBusConnection) -> None:
+        facts = await self._unit_props(conn, "LoadState", "ActiveState")
+        if facts["LoadState"] == "loaded":
+            return
         facts = await self._get_all(conn, _UNIT_IFACE)
         problem = self._load_problem(facts)
         if problem and facts.get("ActiveState") in ("inactive", None):
             raise BackendError(problem)
-        return facts
 
     # -- operations ------------------------------------------------------------------
     def _stamp(self) -> tuple[int, bool]:
@@ -310,9 +325,10 @@ class SystemdBackend(ServiceBackend):
                         unit=self.unit,
                         facts=await self._facts(conn),
                     ) from None
-            facts = await self._facts(conn)
-            if result == "done" and facts.get("ActiveState") in ("active", "reloading", "refreshing"):
+            state = await self._unit_props(conn, "ActiveState")
+            if result == "done" and state["ActiveState"] in ("active", "reloading", "refreshing"):
                 return
+            facts = await self._facts(conn)
             if result == "canceled":
                 raise BackendError(
                     f"{self.unit}: start job was canceled (another job replaced it)"
@@ -328,8 +344,8 @@ class SystemdBackend(ServiceBackend):
         self._begin_op()
         try:
             conn = await self._connection()
-            facts = await self._get_all(conn, _UNIT_IFACE)
-            if facts.get("LoadState") != "loaded" and facts.get("ActiveState") == "inactive":
+            facts = await self._unit_props(conn, "LoadState", "ActiveState")
+            if facts["LoadState"] != "loaded" and facts["ActiveState"] == "inactive":
                 return  # no such unit and nothing running under its name
             with conn.subscribe(self._job_rule()) as jobs, conn.subscribe(self._props_rule()) as changes:
                 try:
@@ -360,7 +376,7 @@ class SystemdBackend(ServiceBackend):
             self._op_busy -= 1
 
     async def _is_stopped(self, conn: DBusConnection) -> bool:
-        facts = await self._get_all(conn, _UNIT_IFACE)
+        facts = await self._unit_props(conn, "ActiveState", "SubState")
         sub_state = str(facts.get("SubState"))
         return facts.get("ActiveState") in _STOPPED_STATES and not sub_state.startswith("auto-restart")
 
@@ -378,8 +394,8 @@ class SystemdBackend(ServiceBackend):
     async def _reset_failed(self, conn: DBusConnection) -> None:
         # A unit we stopped the hard way ends "failed"; it is stopped, so say STOPPED.
         # Best effort: the stop itself is confirmed already.
-        facts = await self._get_all(conn, _UNIT_IFACE)
-        if facts.get("ActiveState") == "failed":
+        facts = await self._unit_props(conn, "ActiveState")
+        if facts["ActiveState"] == "failed":
             try:
                 await self._call_on(conn, _MANAGER, "ResetFailedUnit", "s", (self.unit,))
             except BackendUnavailable:
@@ -391,7 +407,7 @@ class SystemdBackend(ServiceBackend):
         """The unit's state now; UNKNOWN when systemd cannot be reached."""
         try:
             conn = await self._connection()
-            facts = await self._get_all(conn, _UNIT_IFACE)
+            facts = await self._unit_props(conn, "ActiveState", "SubState")
         except BackendUnavailable:
             return ServiceStatus.UNKNOWN
         if self._latched():
@@ -446,7 +462,7 @@ class SystemdBackend(ServiceBackend):
                                 yield ServiceStatus.FAILED
             except (BackendUnavailable, DBusConnectionLost):
                 if self._conn is not None and self._conn.closed:
-                    self._conn = None
+                    await self._drop_connection()
                 if last is not ServiceStatus.UNKNOWN:
                     last = ServiceStatus.UNKNOWN
                     yield ServiceStatus.UNKNOWN

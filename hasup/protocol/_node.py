@@ -83,7 +83,9 @@ class Node:
         self._release_target: str | None = None
         self._release_deadline = INF
         self._holddown_until = -INF
-        self._recovered_at = -INF
+        # A restart does not forgive a flapping node: with a persisted fault level the
+        # decay window (see _fault) starts at boot, as if it had just recovered.
+        self._recovered_at = now if saved.fault_level else -INF
         self._link_up = True
         self._link_down_since: float | None = None
         self._link_bad_at = -INF
@@ -191,6 +193,11 @@ class Node:
         if peer.name is None:
             if any(p.name == hb.name for p in self._peers.values()):
                 self._drop(Drop.UNKNOWN_PEER)
+                return
+            # Check the persisted mark before binding the name: a replay must not
+            # teach us which name lives at this address.
+            if (hb.epoch, hb.seq) <= self._marks.get(hb.name, (0, 0)):
+                self._drop(Drop.REPLAY)
                 return
             peer.name = hb.name
             peer.mark = max(peer.mark, self._marks.get(hb.name, (0, 0)))

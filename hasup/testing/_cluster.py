@@ -45,6 +45,8 @@ class ClusterEvent:
     kind: str  # "notify", "start", "started", "stop", "stopped", "alarm", "kill", "restart", ...
     detail: str = ""
     state: State | None = None
+    #: For "notify": the state the node left (equal to ``state`` for a re-notification).
+    previous: State | None = None
 
 
 @attrs.define
@@ -197,6 +199,12 @@ class NodeCluster:
     def shutdown(self, name: str, *, leave_running: bool = False, hold: float = 0.0) -> None:
         self._input(self.sims[name], lambda n: n.shutdown(self.now, leave_running=leave_running, hold=hold))
 
+    def switchover(self, name: str, target: str | None = None) -> str:
+        """Ask the MASTER ``name`` to hand the service over (``Node.request_switchover``)."""
+        result: list[str] = []
+        self._input(self.sims[name], lambda n: result.append(n.request_switchover(self.now, target)))
+        return result[0]
+
     # ------------------------------------------------------------------ faults
     def fail_service(self, name: str) -> None:
         """The service crashes; the backend reports FAILED at once."""
@@ -288,8 +296,10 @@ class NodeCluster:
         )
 
     # ------------------------------------------------------------------ internals
-    def _log(self, sim: SimNode, kind: str, detail: str = "", state: State | None = None) -> None:
-        self.events.append(ClusterEvent(self.now, sim.name, kind, detail, state))
+    def _log(
+        self, sim: SimNode, kind: str, detail: str = "", state: State | None = None, previous: State | None = None
+    ) -> None:
+        self.events.append(ClusterEvent(self.now, sim.name, kind, detail, state, previous))
 
     def _service_up(self, sim: SimNode) -> None:
         sim.running = True
@@ -344,7 +354,7 @@ class NodeCluster:
 
     def _execute(self, sim: SimNode, node: Node, action: object) -> None:
         if isinstance(action, Notify):
-            self._log(sim, "notify", action.reason, action.state)
+            self._log(sim, "notify", action.reason, action.state, action.previous)
         elif isinstance(action, Persist):
             sim.persisted = action.state
         elif isinstance(action, Alarm):

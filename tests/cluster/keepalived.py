@@ -23,6 +23,7 @@ import os
 import shutil
 import signal
 import subprocess
+import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -123,8 +124,13 @@ def ensure_keepalived() -> None:
     if keepalived_unavailable() is None:
         return
     env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
-    subprocess.run(["apt-get", "install", "-y", "-q", "keepalived", "curl"], env=env, check=True,
-                   capture_output=True, timeout=600)
+    subprocess.run(
+        ["apt-get", "install", "-y", "-q", "keepalived", "curl"],
+        env=env,
+        check=True,
+        capture_output=True,
+        timeout=600,
+    )
 
 
 @dataclass
@@ -140,7 +146,7 @@ class KeepalivedPair:
 
     kind = "keepalived"
 
-    def __init__(self, bed: Testbed, variant: str = "recipe", *, python: str = "python3") -> None:
+    def __init__(self, bed: Testbed, variant: str = "recipe", *, python: str = sys.executable) -> None:
         if variant not in ("recipe", "tuned"):
             raise ValueError(variant)
         self.bed = bed
@@ -148,8 +154,12 @@ class KeepalivedPair:
         self.python = shutil.which(python) or python
         self.master, self.backup = bed.nodes[0], bed.nodes[1]
         self.roles = {
-            self.master.name: _Role(self.master, self.backup, bed.workdir / f"ka-{variant}-{self.master.name}", True),
-            self.backup.name: _Role(self.backup, self.master, bed.workdir / f"ka-{variant}-{self.backup.name}", False),
+            self.master.name: _Role(
+                self.master, self.backup, bed.workdir / f"ka-{variant}-{self.master.name}", True
+            ),
+            self.backup.name: _Role(
+                self.backup, self.master, bed.workdir / f"ka-{variant}-{self.backup.name}", False
+            ),
         }
         for role in self.roles.values():
             self._write(role)
@@ -212,17 +222,34 @@ class KeepalivedPair:
             "keepalived",
             [
                 shutil.which("keepalived") or "/usr/sbin/keepalived",
-                "--dont-fork", "--log-console", "--log-detail", "--vrrp",
-                "--use-file", str(d / "keepalived.conf"),
-                "--pid", str(d / "keepalived.pid"),
-                "--vrrp_pid", str(d / "vrrp.pid"),
+                "--dont-fork",
+                "--log-console",
+                "--log-detail",
+                "--vrrp",
+                "--use-file",
+                str(d / "keepalived.conf"),
+                "--pid",
+                str(d / "keepalived.pid"),
+                "--vrrp_pid",
+                str(d / "vrrp.pid"),
             ],
         )
 
     def boot(self, node: Node) -> None:
-        """Boot a node as the recipe leaves it: service enabled on the master, then keepalived."""
+        """Boot a node as the recipe leaves it: service enabled on the master, then keepalived.
+
+        keepalived is started once the service listens: were its first check to fail,
+        keepalived 2.2.7 would enter FAULT at once and stop the service for good (the
+        recipe's coldstart deadlock, see keepalived-results.md), not what a boot with an
+        enabled unit and a later-starting keepalived looks like.
+        """
         if self.roles[node.name].master:
             self.start_service(node)
+            deadline = time.monotonic() + 10
+            while not node.listening_pids(SERVICE_PORT):
+                if time.monotonic() > deadline:
+                    raise RuntimeError(f"{node.name}: stand-in service did not start")
+                time.sleep(0.01)
         self.start_supervisor(node)
 
     def start(self) -> None:
@@ -261,6 +288,17 @@ class KeepalivedPair:
         if proc is not None and proc.alive():
             pids.append(proc.pid)
         return [p for p in dict.fromkeys(pids) if _alive(p)]
+
+    def states(self) -> dict[str, str | None]:
+        """Each node's state as its notify scripts last logged it (MASTER/BACKUP/FAULT)."""
+        return {
+            name: (log[-1][1] if (log := self.notify_log(role.node)) else None)
+            for name, role in self.roles.items()
+        }
+
+    def steady(self) -> bool:
+        """The recipe's initial state: master in MASTER, backup in BACKUP (serving is the observer's job)."""
+        return self.states() == {self.master.name: "MASTER", self.backup.name: "BACKUP"}
 
     def service_pids(self, node: Node) -> list[int]:
         return node.listening_pids(SERVICE_PORT)

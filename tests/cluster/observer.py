@@ -235,7 +235,9 @@ class Timeline:
         """Intervals where no service answered."""
         return self._where(self.start if t0 is None else t0, self.end if t1 is None else t1, lambda c: c == 0)
 
-    def states(self, node: str, t0: float = float("-inf"), t1: float = float("inf")) -> list[tuple[float, str | None]]:
+    def states(
+        self, node: str, t0: float = float("-inf"), t1: float = float("inf")
+    ) -> list[tuple[float, str | None]]:
         """State changes seen in ``/status`` (first sample of each new state)."""
         out: list[tuple[float, str | None]] = []
         for s in self.status.get(node, []):
@@ -314,8 +316,17 @@ class Observer:
             proc = node.spawn(
                 "observer",
                 [
-                    sys.executable, "-I", "-u", "-c", _SAMPLER_SRC, node.name, node.addr, str(self.port),
-                    str(self.interval), status, str(self.status_interval),
+                    sys.executable,
+                    "-I",
+                    "-u",
+                    "-c",
+                    _SAMPLER_SRC,
+                    node.name,
+                    node.addr,
+                    str(self.port),
+                    str(self.interval),
+                    status,
+                    str(self.status_interval),
                 ],
                 stdout_pipe=True,
             )

@@ -81,15 +81,33 @@ def netem_supported() -> bool:
         try:
             _run(["ip", "netns", "add", ns])
             _run(["ip", "-n", ns, "link", "add", "veth0", "type", "veth", "peer", "name", "veth1"])
-            probe = _run(["ip", "netns", "exec", ns, "tc", "qdisc", "add", "dev", "veth0", "root", "netem",
-                          "delay", "1ms"], check=False)
+            probe = _run(
+                [
+                    "ip",
+                    "netns",
+                    "exec",
+                    ns,
+                    "tc",
+                    "qdisc",
+                    "add",
+                    "dev",
+                    "veth0",
+                    "root",
+                    "netem",
+                    "delay",
+                    "1ms",
+                ],
+                check=False,
+            )
             _netem = probe.returncode == 0
         finally:
             _run(["ip", "netns", "del", ns], check=False)
     return _netem
 
 
-def _run(argv: Sequence[str], *, check: bool = True, timeout: float = 20.0) -> subprocess.CompletedProcess[str]:
+def _run(
+    argv: Sequence[str], *, check: bool = True, timeout: float = 20.0
+) -> subprocess.CompletedProcess[str]:
     proc = subprocess.run(list(argv), capture_output=True, text=True, timeout=timeout, check=False)
     if check and proc.returncode != 0:
         raise TestbedError(f"{' '.join(argv)} -> {proc.returncode}: {proc.stderr.strip()}")
@@ -199,7 +217,8 @@ class Proc:
 
     @property
     def stdout(self) -> IO[bytes]:
-        assert self.popen is not None and self.popen.stdout is not None
+        assert self.popen is not None
+        assert self.popen.stdout is not None
         return self.popen.stdout
 
 
@@ -220,7 +239,9 @@ class Node:
     def argv(self, argv: Sequence[str]) -> list[str]:
         return ["ip", "netns", "exec", self.ns, *argv]
 
-    def run(self, argv: Sequence[str], *, check: bool = True, timeout: float = 20.0) -> subprocess.CompletedProcess[str]:
+    def run(
+        self, argv: Sequence[str], *, check: bool = True, timeout: float = 20.0
+    ) -> subprocess.CompletedProcess[str]:
         return _run(self.argv(argv), check=check, timeout=timeout)
 
     def spawn(
@@ -335,7 +356,10 @@ class Node:
 
     # -- network faults -----------------------------------------------------------------
     def link_down(self, side: str = "node") -> None:
-        """Take the node's veth down: ``side="node"`` (its own end) or ``"switch"`` (cable pulled at the switch)."""
+        """Take the node's veth down.
+
+        ``side="node"``: its own end; ``"switch"``: the switch port (a cable pulled there).
+        """
         self._link(side, "down")
 
     def link_up(self, side: str = "node") -> None:
@@ -382,7 +406,9 @@ class Node:
             raise ValueError("netem needs at least one impairment")
         if netem_supported():
             for ns, dev in self._dirs(direction):
-                _run(["ip", "netns", "exec", ns, "tc", "qdisc", "replace", "dev", dev, "root", "netem", *spec])
+                _run(
+                    ["ip", "netns", "exec", ns, "tc", "qdisc", "replace", "dev", dev, "root", "netem", *spec]
+                )
             return "netem"
         if delay_ms is not None or reorder is not None:
             raise NetemUnavailable("this kernel has no sch_netem: delay/reorder cannot be emulated")
@@ -390,14 +416,47 @@ class Node:
         chains = {"egress": ["HSEM-OUT"], "ingress": ["HSEM-IN"], "both": ["HSEM-OUT", "HSEM-IN"]}[direction]
         for chain in chains:
             if loss:
-                self.run(["iptables", "-w", "-A", chain, "-m", "statistic", "--mode", "random",
-                          "--probability", f"{loss / 100:.6f}", "-j", "DROP"])
+                self.run(
+                    [
+                        "iptables",
+                        "-w",
+                        "-A",
+                        chain,
+                        "-m",
+                        "statistic",
+                        "--mode",
+                        "random",
+                        "--probability",
+                        f"{loss / 100:.6f}",
+                        "-j",
+                        "DROP",
+                    ]
+                )
             if duplicate and chain == "HSEM-OUT":
                 for peer in self.bed.nodes:
                     if peer is not self:
-                        self.run(["iptables", "-w", "-t", "mangle", "-A", "HSEM-DUP", "-d", peer.addr,
-                                  "-m", "statistic", "--mode", "random", "--probability",
-                                  f"{duplicate / 100:.6f}", "-j", "TEE", "--gateway", peer.addr])
+                        self.run(
+                            [
+                                "iptables",
+                                "-w",
+                                "-t",
+                                "mangle",
+                                "-A",
+                                "HSEM-DUP",
+                                "-d",
+                                peer.addr,
+                                "-m",
+                                "statistic",
+                                "--mode",
+                                "random",
+                                "--probability",
+                                f"{duplicate / 100:.6f}",
+                                "-j",
+                                "TEE",
+                                "--gateway",
+                                peer.addr,
+                            ]
+                        )
         return "iptables"
 
     def netem_clear(self, direction: str = "both") -> None:
@@ -442,19 +501,47 @@ class Node:
             ]
         )
         proc = subprocess.run(
-            self.argv(["iptables-restore", "-w", "--noflush"]), input=script, capture_output=True, text=True,
-            timeout=20, check=False,
+            self.argv(["iptables-restore", "-w", "--noflush"]),
+            input=script,
+            capture_output=True,
+            text=True,
+            timeout=20,
+            check=False,
         )
         if proc.returncode != 0:
             raise TestbedError(f"iptables-restore in {self.ns}: {proc.stderr.strip()}")
 
     def drop_from(self, peer: Node, proto: str | None = None) -> None:
         """One-way loss: this node drops everything it receives from ``peer`` (iptables INPUT)."""
-        self.run(["iptables", "-w", "-A", "HSFW-IN", "-s", peer.addr, *(["-p", proto] if proto else []), "-j", "DROP"])
+        self.run(
+            [
+                "iptables",
+                "-w",
+                "-A",
+                "HSFW-IN",
+                "-s",
+                peer.addr,
+                *(["-p", proto] if proto else []),
+                "-j",
+                "DROP",
+            ]
+        )
 
     def drop_to(self, peer: Node, proto: str | None = None) -> None:
         """One-way loss: this node's packets to ``peer`` are dropped (iptables OUTPUT)."""
-        self.run(["iptables", "-w", "-A", "HSFW-OUT", "-d", peer.addr, *(["-p", proto] if proto else []), "-j", "DROP"])
+        self.run(
+            [
+                "iptables",
+                "-w",
+                "-A",
+                "HSFW-OUT",
+                "-d",
+                peer.addr,
+                *(["-p", proto] if proto else []),
+                "-j",
+                "DROP",
+            ]
+        )
 
     def firewall_clear(self) -> None:
         self.run(["iptables", "-w", "-F", "HSFW-IN"], check=False)
@@ -504,7 +591,11 @@ class Testbed:
     SIGTERM/SIGHUP.
     """
 
-    def __init__(self, n: int = 2, *, subnet: str = SUBNET, workdir: str | os.PathLike[str] | None = None) -> None:
+    __test__ = False  # not a pytest test class
+
+    def __init__(
+        self, n: int = 2, *, subnet: str = SUBNET, workdir: str | os.PathLike[str] | None = None
+    ) -> None:
         if not 2 <= n <= 5:
             raise ValueError("a testbed has 2 to 5 nodes")
         k = next(_counter)
@@ -568,7 +659,9 @@ class Testbed:
         _run([*sw, "link", "set", "br0", "up"])
         for node in self.nodes:
             _run(["ip", "netns", "add", node.ns])
-            _run([*sw, "link", "add", node.sw_port, "type", "veth", "peer", "name", node.dev, "netns", node.ns])
+            _run(
+                [*sw, "link", "add", node.sw_port, "type", "veth", "peer", "name", node.dev, "netns", node.ns]
+            )
             _run([*sw, "link", "set", node.sw_port, "master", "br0"])
             _run([*sw, "link", "set", node.sw_port, "up"])
             nn = ["ip", "-n", node.ns]

@@ -28,6 +28,7 @@ FAIL_UNIT = "hasup-fail.service"
 RESTART_UNIT = "hasup-restart.service"
 STUBBORN_UNIT = "hasup-stubborn.service"
 MISSING_UNIT = "hasup-does-not-exist.service"
+_MANAGER = ("org.freedesktop.systemd1", "/org/freedesktop/systemd1", "org.freedesktop.systemd1.Manager")
 
 
 @pytest.fixture
@@ -80,8 +81,7 @@ class SystemdInstance:
 
     def reload(self) -> None:
         subprocess.run(
-            ["busctl", "--system", "call", "org.freedesktop.systemd1", "/org/freedesktop/systemd1"]
-            + ["org.freedesktop.systemd1.Manager", "Reload"],
+            ["busctl", "--system", "call", *_MANAGER, "Reload"],
             env=self.env,
             check=True,
             capture_output=True,

@@ -1,0 +1,271 @@
+"""The command line: ``python -m hasup`` / ``hasup``."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import secrets
+import signal
+import sys
+import time
+from typing import Any
+
+import anyio
+
+from ._errors import ConfigError, HasupError
+from ._version import __version__
+from .config import Config, load_config
+
+__all__ = ["main"]
+
+log = logging.getLogger("hasup")
+
+
+class _JsonFormatter(logging.Formatter):
+    def format(self, record: logging.LogRecord) -> str:
+        doc: dict[str, Any] = {
+            "ts": round(record.created, 6),
+            "level": record.levelname.lower(),
+            "logger": record.name,
+            "msg": record.getMessage(),
+        }
+        if record.exc_info:
+            doc["exc"] = self.formatException(record.exc_info)
+        return json.dumps(doc)
+
+
+def _setup_logging(level: str, fmt: str) -> None:
+    handler = logging.StreamHandler(sys.stderr)
+    if fmt == "json":
+        handler.setFormatter(_JsonFormatter())
+    else:
+        handler.setFormatter(logging.Formatter("%(asctime)s.%(msecs)03d %(levelname)s %(message)s", "%H:%M:%S"))
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(level.upper())
+    logging.getLogger("httpx").setLevel(logging.WARNING)
+
+
+def _fail(message: str, code: int = 2) -> int:
+    print(f"hasup: {message}", file=sys.stderr)
+    return code
+
+
+def _load(path: str) -> Config:
+    config = load_config(path)
+    for warning in config.warnings:
+        log.warning("%s", warning)
+    return config
+
+
+# --------------------------------------------------------------------------- run
+async def _run(path: str, config: Config) -> int:
+    from .supervisor import Supervisor
+
+    exit_code = 0
+    with anyio.open_signal_receiver(signal.SIGTERM, signal.SIGINT, signal.SIGHUP) as signals:
+        while True:
+            sup = Supervisor(config)
+            reload_to: Config | None = None
+            async with anyio.create_task_group() as tg:
+
+                async def supervise(sup: Supervisor = sup, *, task_status: anyio.abc.TaskStatus[None]) -> None:
+                    nonlocal exit_code
+                    try:
+                        await sup.run(task_status=task_status)
+                    except HasupError as exc:
+                        log.error("fatal: %s", exc)
+                        exit_code = 1
+                    tg.cancel_scope.cancel()
+
+                await tg.start(supervise)
+                async for signum in signals:
+                    if signum == signal.SIGHUP:
+                        try:
+                            candidate = _load(path)
+                        except ConfigError as exc:
+                            log.error("reload rejected, keeping the running configuration: %s", exc)
+                            continue
+                        log.info("reloading %s (the service keeps running)", path)
+                        reload_to = candidate
+                        await sup.shutdown(leave_running=True, hold=3 * config.group.advert_interval + 1)
+                    else:
+                        log.info("%s: resigning and exiting", signal.Signals(signum).name)
+                        await sup.shutdown()
+                    break
+                tg.cancel_scope.cancel()
+            if reload_to is None:
+                return exit_code
+            config = reload_to
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    try:
+        config = _load(args.config)
+    except ConfigError as exc:
+        return _fail(str(exc))
+    return anyio.run(_run, args.config, config, backend=args.loop)
+
+
+# --------------------------------------------------------------------------- check
+def cmd_check(args: argparse.Namespace) -> int:
+    try:
+        config = load_config(args.config)
+    except ConfigError as exc:
+        return _fail(str(exc))
+    core = config.core_config()
+    for warning in config.warnings:
+        print(f"warning: {warning}")
+    effective = {
+        "node": {"name": core.name, "priority": core.priority, "preempt": core.preempt,
+                 "preempt_delay": core.preempt_delay, "state_dir": config.node.state_dir},
+        "group": {
+            "id": core.group,
+            "listen": "%s:%d" % config.group.listen,
+            "peers": ["%s:%d" % p.address + (f" ({p.name})" if p.name else "") for p in core.peers],
+            "advert_interval": core.advert_interval,
+            "authenticated": core.keys.keyed,
+            "quorum": "majority" if core.quorum_required else "none",
+            "fault_holddown": core.fault_holddown,
+            "master_down_interval_at_own_priority": round(3 * core.advert_interval
+                                                          + (256 - core.priority) * core.advert_interval / 256, 4),
+        },
+        "service": dict(config.service),
+        "probes": [{"name": p.options.name, "type": p.type, "when": p.options.when,
+                    "interval": p.options.interval, "fall": p.options.fall, "rise": p.options.rise}
+                   for p in config.probes],
+        "status": None if config.status.listen is None else "%s:%d" % config.status.listen,
+    }
+    print(json.dumps(effective, indent=2, default=str))
+    if args.offline:
+        return 0
+
+    async def backend_problems() -> list[str]:
+        backend = config.make_backend()
+        try:
+            return await backend.check()
+        finally:
+            await backend.aclose()
+
+    problems = anyio.run(backend_problems)
+    for problem in problems:
+        print(f"problem: {problem}")
+    return 1 if problems else 0
+
+
+# --------------------------------------------------------------------------- status
+def _status_url(args: argparse.Namespace) -> str:
+    if args.url:
+        return str(args.url).rstrip("/")
+    config = load_config(args.config)
+    if config.status.listen is None:
+        raise ConfigError("status.listen is off: no status endpoint to ask", file=config.file)
+    host, port = config.status.listen
+    if host in ("0.0.0.0", "::"):
+        host = "127.0.0.1" if host == "0.0.0.0" else "::1"
+    return f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    import httpx
+
+    try:
+        url = _status_url(args)
+    except ConfigError as exc:
+        return _fail(str(exc))
+    try:
+        response = httpx.get(f"{url}/status", timeout=3.0)
+        response.raise_for_status()
+    except httpx.HTTPError as exc:
+        return _fail(f"cannot reach {url}/status: {exc}", 1)
+    doc = response.json()
+    if args.json:
+        print(json.dumps(doc, indent=2))
+        return 0
+    print(f"{doc['node']}: {doc['state']} (term {doc['term']}, priority {doc['priority']}/"
+          f"{doc['effective_priority']}) service {doc['service']} for {doc['since_seconds']} s — {doc['reason']}")
+    for peer in doc.get("peers", []):
+        seen = "never" if peer["last_seen_ago"] is None else f"{peer['last_seen_ago']} s ago"
+        print(f"  peer {peer['name'] or '?'} at {peer['address']}: {peer['state'] or '-'}"
+              f"{' ACTIVE' if peer['active'] else ''}, {'live' if peer['live'] else 'DOWN'}, last heard {seen}")
+    for kind, detail in doc.get("alarms", {}).items():
+        print(f"  ALARM {kind}: {detail}")
+    return 0
+
+
+# --------------------------------------------------------------------------- keygen
+def cmd_keygen(args: argparse.Namespace) -> int:
+    flags = os.O_WRONLY | os.O_CREAT | (os.O_TRUNC if args.force else os.O_EXCL)
+    try:
+        fd = os.open(args.file, flags, 0o600)
+    except FileExistsError:
+        return _fail(f"{args.file} exists; use --force to overwrite it")
+    except OSError as exc:
+        return _fail(f"cannot create {args.file}: {exc.strerror}")
+    with os.fdopen(fd, "w") as fh:
+        os.fchmod(fh.fileno(), 0o600)
+        fh.write(secrets.token_hex(32) + "\n")
+    print(f"wrote a new 256-bit group key to {args.file} (mode 0600); copy it to every node of the group")
+    return 0
+
+
+# --------------------------------------------------------------------------- demo
+def cmd_demo(args: argparse.Namespace) -> int:
+    from ._demo import run_demo
+
+    _setup_logging(args.log_level, "text")
+    return anyio.run(run_demo, args.advert, backend=args.loop)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="hasup", description=__doc__)
+    parser.add_argument("--version", action="version", version=f"hasup {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("run", help="run this node's supervisor")
+    p.add_argument("-c", "--config", required=True)
+    p.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
+    p.add_argument("--log-format", default="text", choices=["text", "json"])
+    p.add_argument("--loop", default="asyncio", choices=["asyncio", "trio"], help=argparse.SUPPRESS)
+    p.set_defaults(func=cmd_run)
+
+    p = sub.add_parser("check", help="validate a configuration and print the effective settings")
+    p.add_argument("-c", "--config", required=True)
+    p.add_argument("--offline", action="store_true", help="do not contact the backend (systemd, dockerd)")
+    p.set_defaults(func=cmd_check)
+
+    p = sub.add_parser("status", help="show a running node's view of the group")
+    group = p.add_mutually_exclusive_group(required=True)
+    group.add_argument("-c", "--config")
+    group.add_argument("--url")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_status)
+
+    p = sub.add_parser("keygen", help="create a group key file (mode 0600)")
+    p.add_argument("file")
+    p.add_argument("--force", action="store_true")
+    p.set_defaults(func=cmd_keygen)
+
+    p = sub.add_parser("demo", help="two nodes on loopback: crash, node loss, failback, with a timeline")
+    p.add_argument("--advert", default=0.1, type=float, help="advert interval in seconds (default 0.1)")
+    p.add_argument("--log-level", default="warning", choices=["debug", "info", "warning", "error"])
+    p.add_argument("--loop", default="asyncio", choices=["asyncio", "trio"], help=argparse.SUPPRESS)
+    p.set_defaults(func=cmd_demo)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    if args.command == "run":
+        _setup_logging(args.log_level, args.log_format)
+    started = time.monotonic()
+    try:
+        code: int = args.func(args)
+    except KeyboardInterrupt:
+        return 130
+    except HasupError as exc:
+        return _fail(str(exc), 1)
+    log.debug("%s finished in %.3f s", args.command, time.monotonic() - started)
+    return code

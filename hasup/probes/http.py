@@ -1,0 +1,166 @@
+"""``type = "http"``: a request whose status must be in the expected set.
+
+Unlike ``curl URL`` without ``-f`` (the keepalived recipe's check), a 401 or a 500 is
+*unhealthy* here: only the statuses in ``expect_status`` count as healthy.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, ClassVar
+
+import anyio
+import httpx
+
+from .base import Probe, ProbeOptions, ProbeOutcome
+
+if TYPE_CHECKING:
+    from typing import Self
+
+    from .._section import Section
+
+__all__ = ["HttpProbe", "parse_status_set"]
+
+#: Read at most this much of the body when looking for ``body_contains``.
+_MAX_BODY = 1 << 20
+_METHODS = ("GET", "HEAD", "POST", "PUT", "OPTIONS")
+
+
+def parse_status_set(text: str) -> tuple[tuple[int, int], ...]:
+    """``"200"``, ``"200-299"`` or ``"200,204,300-399"`` → inclusive ranges.
+
+    Raise ``ValueError`` with a readable reason otherwise.
+    """
+    ranges: list[tuple[int, int]] = []
+    for part in text.split(","):
+        item = part.strip()
+        low_text, sep, high_text = item.partition("-")
+        low_text, high_text = low_text.strip(), high_text.strip()
+        if not low_text.isdigit() or (sep and not high_text.isdigit()):
+            raise ValueError(
+                f'{text!r} is not a status list (use e.g. "200", "200-299" or "200,204,300-399")'
+            )
+        low = int(low_text)
+        high = int(high_text) if sep else low
+        for code in (low, high):
+            if not 100 <= code <= 599:
+                raise ValueError(f"{code} is not an HTTP status (100-599)")
+        if high < low:
+            raise ValueError(f"{item!r}: range is reversed")
+        ranges.append((low, high))
+    return tuple(ranges)
+
+
+class HttpProbe(Probe):
+    """Healthy when ``method url`` answers with a status in ``expect_status`` (and the
+    body contains ``body_contains``, if given) within ``options.timeout``.
+
+    Redirects are not followed (a 3xx is judged by ``expect_status``); proxies from
+    the environment are ignored (a health check must reach the service directly); each
+    check opens a new connection (a pooled one would hide a listener that stopped
+    accepting). ``transport`` is for tests (``httpx.MockTransport``).
+    """
+
+    kind: ClassVar[str] = "http"
+
+    def __init__(
+        self,
+        options: ProbeOptions,
+        *,
+        url: str,
+        expect_status: str = "200-399",
+        body_contains: str | None = None,
+        method: str = "GET",
+        headers: Mapping[str, str] | None = None,
+        transport: httpx.AsyncBaseTransport | None = None,
+    ) -> None:
+        super().__init__(options)
+        parsed = httpx.URL(url)
+        if parsed.scheme not in ("http", "https") or not parsed.host:
+            raise ValueError(f"{url!r} is not an http:// or https:// URL")
+        self.url = url
+        self.expect_status = expect_status
+        self.status_ranges = parse_status_set(expect_status)
+        self.body_contains = body_contains
+        self.method = method.upper()
+        self.headers = dict(headers or {})
+        self._client = httpx.AsyncClient(
+            transport=transport,
+            timeout=options.timeout,
+            follow_redirects=False,
+            trust_env=False,
+            limits=httpx.Limits(max_keepalive_connections=0),
+            headers={"user-agent": "hasup-probe", **self.headers},
+        )
+
+    @classmethod
+    def from_config(cls, section: Section, options: ProbeOptions) -> Self:
+        url = section.get_str("url")
+        try:
+            parsed = httpx.URL(url)
+        except httpx.InvalidURL as exc:
+            raise section.error("url", f"invalid URL: {exc}") from None
+        if parsed.scheme not in ("http", "https") or not parsed.host:
+            raise section.error("url", f"{url!r} is not an http:// or https:// URL")
+        raw_status = section.raw("expect_status", "200-399")
+        if isinstance(raw_status, int) and not isinstance(raw_status, bool):
+            raw_status = str(raw_status)
+        if not isinstance(raw_status, str):
+            raise section.error("expect_status", 'expected a string such as "200-399" or "200,204"')
+        try:
+            parse_status_set(raw_status)
+        except ValueError as exc:
+            raise section.error("expect_status", str(exc)) from None
+        headers: dict[str, str] = {}
+        table = section.get_table("headers")
+        if table is not None:
+            for key in table.keys():  # noqa: SIM118 - Section is not a dict
+                headers[key] = table.get_str(key)
+            table.finish()
+        probe = cls(
+            options,
+            url=url,
+            expect_status=raw_status,
+            body_contains=section.get_str("body_contains", None),
+            method=section.get_str("method", "GET", choices=_METHODS),
+            headers=headers,
+        )
+        section.finish()
+        return probe
+
+    def status_ok(self, status: int) -> bool:
+        return any(low <= status <= high for low, high in self.status_ranges)
+
+    async def check(self) -> ProbeOutcome:
+        # httpx's timeout applies per operation (connect, each read); bound the whole
+        # exchange as well, so a slowly trickling body cannot exceed options.timeout.
+        with anyio.move_on_after(self.options.timeout):
+            return await self._check()
+        return ProbeOutcome(False, f"no complete answer within {self.options.timeout:g}s")
+
+    async def _check(self) -> ProbeOutcome:
+        try:
+            async with self._client.stream(self.method, self.url) as response:
+                status = response.status_code
+                if not self.status_ok(status):
+                    return ProbeOutcome(False, f"HTTP {status}, expected {self.expect_status}")
+                if self.body_contains is not None:
+                    body = bytearray()
+                    async for chunk in response.aiter_bytes():
+                        body.extend(chunk)
+                        if len(body) >= _MAX_BODY:
+                            break
+                    text = body.decode(response.encoding or "utf-8", "replace")
+                    if self.body_contains not in text:
+                        return ProbeOutcome(
+                            False, f"HTTP {status}, body does not contain {self.body_contains!r}"
+                        )
+                return ProbeOutcome(True, f"HTTP {status}")
+        except httpx.HTTPError as exc:
+            return ProbeOutcome(False, f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__)
+
+    async def aclose(self) -> None:
+        await self._client.aclose()
+
+    def describe(self) -> str:
+        return f"http probe {self.options.name!r}: {self.method} {self.url} expecting {self.expect_status}"
