@@ -11,6 +11,8 @@ import os
 import time
 from pathlib import Path
 
+import anyio
+
 from ._errors import ConfigError
 from .protocol import PersistentState, State
 
@@ -70,6 +72,12 @@ class StateFile:
             os.fsync(dfd)
         finally:
             os.close(dfd)
+
+    async def aload(self) -> PersistentState | None:
+        return await anyio.to_thread.run_sync(self.load)
+
+    async def asave(self, state: PersistentState) -> None:
+        await anyio.to_thread.run_sync(self.save, state)
 
     def next_epoch(self, previous: PersistentState | None) -> int:
         """Boot epoch = max(persisted + 1, unix seconds)."""

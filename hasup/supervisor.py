@@ -8,6 +8,7 @@ next timer or the next datagram, backend event or probe result.
 
 from __future__ import annotations
 
+import ipaddress
 import logging
 import math
 import time
@@ -75,7 +76,7 @@ class Supervisor:
         backend: ServiceBackend | None = None,
         probes: Sequence[Probe] | None = None,
         transport: DatagramTransport | None = None,
-        state_file: StateFile | None = None,
+        state_file: StateFile | None = None,  # or hasup.testing.MemoryStateFile
     ) -> None:
         self.config = config
         self.backend = backend if backend is not None else config.make_backend()
@@ -207,10 +208,10 @@ class Supervisor:
     async def run(self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
         """Run until :meth:`shutdown` completes (or the surrounding scope is cancelled)."""
         core_config = await self._resolved_core_config()
-        persisted = await anyio.to_thread.run_sync(self._state_file.load)
+        persisted = await self._state_file.aload()
         epoch = self._state_file.next_epoch(persisted)
         start_state = attrs.evolve(persisted or PersistentState(), epoch=epoch)
-        await anyio.to_thread.run_sync(self._state_file.save, start_state)  # before the first send
+        await self._state_file.asave(start_state)  # before the first send
         if self._transport is None:
             self._transport = await open_udp_transport(self.config.group.listen)
         notifier = SystemdNotifier.from_environment()
@@ -246,6 +247,8 @@ class Supervisor:
                 tg.cancel_scope.cancel()
         finally:
             self._done.set()
+            self._action_send.close()
+            self._action_receive.close()
             with anyio.CancelScope(shield=True):
                 await self._close_resources()
             for send in list(self._subscribers):
@@ -270,6 +273,9 @@ class Supervisor:
         peers = []
         for peer in core.peers:
             host, port = peer.address
+            if _is_ip(host):
+                peers.append(peer)
+                continue
             infos = await anyio.getaddrinfo(host, port, type=2)  # SOCK_DGRAM
             resolved = str(infos[0][4][0]) if infos else host
             peers.append(attrs.evolve(peer, address=(resolved, port)))
@@ -340,7 +346,7 @@ class Supervisor:
 
     async def _persist(self, state: PersistentState) -> None:
         try:
-            await anyio.to_thread.run_sync(self._state_file.save, state)
+            await self._state_file.asave(state)
         except OSError as exc:
             raise HasupError(f"cannot persist state to {self._state_file.path}: {exc}") from exc
 
@@ -501,3 +507,11 @@ class Supervisor:
                 "preferred node; set preempt = false there to disable automatic failback",
                 node.config.name,
             )
+
+
+def _is_ip(host: str) -> bool:
+    try:
+        ipaddress.ip_address(host)
+    except ValueError:
+        return False
+    return True

@@ -1,0 +1,500 @@
+"""The command backend: commands mode (start/stop/status) and managed-process mode (run)."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import textwrap
+import time
+import tomllib
+from pathlib import Path
+
+import anyio
+import pytest
+
+from hasup._errors import BackendError, ConfigError, ServiceFailed
+from hasup._section import Section, Source
+from hasup.backends import load_backend_class
+from hasup.backends.command import CommandBackend
+from hasup.protocol._enums import ServiceStatus
+
+from .._support import wait_until
+
+pytestmark = pytest.mark.anyio
+
+
+def section(toml: str) -> Section:
+    text = '[service]\nbackend = "command"\n' + textwrap.dedent(toml)
+    return Section(tomllib.loads(text)["service"], path="service", source=Source("hasup.toml", text))
+
+
+def alive(pid: int) -> bool:
+    """True while ``pid`` exists and is not a zombie."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] not in ("Z", "X")
+    except FileNotFoundError:
+        return False
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+        return port
+
+
+async def read_pid(path: Path) -> int:
+    """The pid a test program wrote, waiting (with a deadline) for it to appear."""
+    with anyio.fail_after(5):
+        while not path.exists() or not path.read_text().strip():
+            await anyio.sleep(0.01)
+    return int(path.read_text())
+
+
+def fake_service(tmp: Path, **kwargs: object) -> CommandBackend:
+    """A 'service' that is running while a state file exists (LSB status: 0 or 3)."""
+    state = str(tmp / "state")
+    options: dict[str, object] = {
+        "start": ["touch", state],
+        "stop": ["rm", "-f", state],
+        "status": ["sh", "-c", f'test -e "{state}" || exit 3'],
+        "poll_interval": 0.05,
+    }
+    options.update(kwargs)
+    return CommandBackend(**options)  # type: ignore[arg-type]
+
+
+# -- commands mode ----------------------------------------------------------------------------
+
+
+async def test_start_stop_status(tmp_path: Path) -> None:
+    backend = fake_service(tmp_path)
+    assert await backend.status() is ServiceStatus.STOPPED
+    await backend.start()
+    assert await backend.status() is ServiceStatus.RUNNING
+    await backend.stop()
+    assert await backend.status() is ServiceStatus.STOPPED
+    await backend.stop()  # idempotent
+    assert await backend.status() is ServiceStatus.STOPPED
+
+
+@pytest.mark.parametrize(("code", "status"), [(0, "running"), (3, "stopped"), (1, "failed"), (4, "failed")])
+async def test_lsb_exit_codes(code: int, status: str) -> None:
+    backend = CommandBackend(start=["true"], stop=["true"], status=["sh", "-c", f"exit {code}"])
+    assert (await backend.status()).value == status
+
+
+async def test_status_timeout_is_unknown_and_killed(tmp_path: Path) -> None:
+    pidfile = tmp_path / "pid"
+    backend = CommandBackend(
+        start=["true"],
+        stop=["true"],
+        status=["sh", "-c", f"sleep 30 & echo $! > {pidfile}; wait"],
+        status_timeout=0.3,
+    )
+    with anyio.fail_after(5):
+        assert await backend.status() is ServiceStatus.UNKNOWN
+    child = await read_pid(pidfile)
+    wait_until(lambda: not alive(child), timeout=5, what="the status command's child to be killed")
+
+
+async def test_start_failure_reports_exit_code_and_output() -> None:
+    script = "echo line1; echo line2 >&2; echo 'unit neuronex not found' >&2; exit 5"
+    backend = CommandBackend(start=["sh", "-c", script], stop=["true"])
+    with pytest.raises(
+        ServiceFailed, match="start command exited with status 5: line1 | line2 | unit neuronex"
+    ):
+        await backend.start()
+    assert await backend.status() is ServiceStatus.FAILED  # no status command: not confirmed stopped
+
+
+async def test_start_timeout_kills_the_process_group(tmp_path: Path) -> None:
+    pidfile = tmp_path / "pid"
+    backend = CommandBackend(
+        start=["sh", "-c", f"sleep 30 & echo $! > {pidfile}; wait"], stop=["true"], start_timeout=0.3
+    )
+    with anyio.fail_after(5), pytest.raises(ServiceFailed, match=r"start command .* timed out after 0.3s"):
+        await backend.start()
+    child = await read_pid(pidfile)
+    wait_until(lambda: not alive(child), timeout=5, what="the start command's child to be killed")
+
+
+async def test_start_waits_for_status_running(tmp_path: Path) -> None:
+    state = tmp_path / "state"
+    # The start command returns at once; the service becomes "running" a bit later.
+    start = ["sh", "-c", f"(sleep 0.3; touch {state}) >/dev/null 2>&1 &"]
+    backend = fake_service(tmp_path, start=start)
+    with anyio.fail_after(5):
+        await backend.start()
+    assert state.exists()
+
+
+async def test_start_not_confirmed_running(tmp_path: Path) -> None:
+    backend = fake_service(tmp_path, start=["true"], start_timeout=0.3)
+    with (
+        anyio.fail_after(5),
+        pytest.raises(ServiceFailed, match=r"did not report running within 0.3s \(last: stopped\)"),
+    ):
+        await backend.start()
+
+
+async def test_stop_escalates_to_kill_command(tmp_path: Path) -> None:
+    state = tmp_path / "state"
+    backend = fake_service(tmp_path, stop=["true"], kill=["rm", "-f", str(state)], stop_timeout=0.2)
+    await backend.start()
+    with anyio.fail_after(5):
+        await backend.stop()
+    assert await backend.status() is ServiceStatus.STOPPED
+
+
+async def test_stop_not_confirmed_raises(tmp_path: Path) -> None:
+    backend = fake_service(tmp_path, stop=["true"], stop_timeout=0.2)
+    await backend.start()
+    with anyio.fail_after(5), pytest.raises(BackendError, match="could not confirm that the service stopped"):
+        await backend.stop()
+    assert await backend.status() is ServiceStatus.RUNNING
+
+
+async def test_stop_timeout_then_kill(tmp_path: Path) -> None:
+    state = tmp_path / "state"
+    backend = fake_service(tmp_path, stop=["sleep", "30"], kill=["rm", "-f", str(state)], stop_timeout=0.2)
+    await backend.start()
+    with anyio.fail_after(5):
+        await backend.stop()
+    assert not state.exists()
+
+
+async def test_without_status_command_trusts_exit_codes() -> None:
+    backend = CommandBackend(start=["true"], stop=["true"])
+    assert await backend.status() is ServiceStatus.STOPPED
+    await backend.start()
+    assert await backend.status() is ServiceStatus.RUNNING
+    await backend.stop()
+    assert await backend.status() is ServiceStatus.STOPPED
+    failing = CommandBackend(start=["true"], stop=["false"])
+    await failing.start()
+    with pytest.raises(BackendError, match="no kill command configured"):
+        await failing.stop()
+    assert any("no status command" in p for p in await failing.check())
+
+
+async def test_env_and_cwd(tmp_path: Path) -> None:
+    backend = CommandBackend(
+        start=["sh", "-c", 'echo "$HASUP_TEST_VALUE" > out'],
+        stop=["true"],
+        env={"HASUP_TEST_VALUE": "x y"},
+        cwd=str(tmp_path),
+    )
+    await backend.start()
+    assert (tmp_path / "out").read_text() == "x y\n"
+
+
+async def test_missing_command_is_service_failed() -> None:
+    backend = CommandBackend(start=["/nonexistent/start"], stop=["true"])
+    with pytest.raises(ServiceFailed, match="start command '/nonexistent/start' could not be run"):
+        await backend.start()
+
+
+async def test_polling_watch(tmp_path: Path) -> None:
+    backend = fake_service(tmp_path)
+    seen: list[ServiceStatus] = []
+    with anyio.fail_after(5):
+        async with anyio.create_task_group() as tg:
+
+            async def watch() -> None:
+                async for status in backend.watch():
+                    seen.append(status)
+                    if status is ServiceStatus.RUNNING:
+                        tg.cancel_scope.cancel()
+
+            tg.start_soon(watch)
+            (tmp_path / "state").touch()  # the service starts behind hasup's back
+    assert seen == [ServiceStatus.STOPPED, ServiceStatus.RUNNING] or seen == [ServiceStatus.RUNNING]
+
+
+async def test_check_reports_problems(tmp_path: Path) -> None:
+    backend = CommandBackend(
+        start=["no-such-program-xyz"], stop=["true"], status=["true"], cwd=str(tmp_path / "nope")
+    )
+    problems = await backend.check()
+    assert "start command not found or not executable: 'no-such-program-xyz'" in problems
+    assert any("cwd is not a directory" in p for p in problems)
+    assert await fake_service(tmp_path).check() == []
+
+
+# -- configuration ----------------------------------------------------------------------------
+
+
+def test_from_config_commands() -> None:
+    backend = CommandBackend.from_config(
+        section(
+            """
+            start = ["systemctl", "start", "neuronex"]
+            stop = ["systemctl", "stop", "neuronex"]
+            status = ["systemctl", "is-active", "--quiet", "neuronex"]
+            kill = ["systemctl", "kill", "-s", "KILL", "neuronex"]
+            start_timeout = "20s"
+            stop_timeout = "10s"
+            status_timeout = "2s"
+            poll_interval = "500ms"
+            cwd = "/"
+            env = { LANG = "C" }
+            """
+        )
+    )
+    assert backend.start_argv == ("systemctl", "start", "neuronex")
+    assert backend.kill_argv == ("systemctl", "kill", "-s", "KILL", "neuronex")
+    assert (backend.start_timeout, backend.stop_timeout, backend.status_timeout) == (20, 10, 2)
+    assert backend.poll_interval == 0.5
+    assert backend.env == {"LANG": "C"}
+    assert backend.describe() == "command: start systemctl start neuronex"
+    assert load_backend_class("command") is CommandBackend
+
+
+def test_from_config_run() -> None:
+    backend = CommandBackend.from_config(
+        section(
+            'run = ["python3", "-m", "http.server", "8085"]\nready_tcp = "127.0.0.1:8085"\noutput = "discard"'
+        )
+    )
+    assert backend.run_argv == ("python3", "-m", "http.server", "8085")
+    assert backend.ready_tcp == ("127.0.0.1", 8085)
+    assert backend.describe() == "command: run python3 -m http.server 8085, ready when 127.0.0.1:8085 accepts"
+
+
+@pytest.mark.parametrize(
+    ("toml", "message"),
+    [
+        (
+            'start = "systemctl start neuronex"\nstop = ["x"]',
+            "service.start: commands are argv lists, not shell strings",
+        ),
+        ('run = ["x"]\nstart = ["y"]', "service.start: cannot be combined with run"),
+        ('run = ["x"]\nstatus = ["y"]', "service.status: cannot be combined with run"),
+        ("", "service: the command backend needs run"),
+        ('start = ["x"]', "service.stop: is required with start"),
+        ('stop = ["x"]', "service.start: is required with stop"),
+        ('start = ["x"]\nstop = ["y"]\nready_tcp = "127.0.0.1:1"', "service.ready_tcp: is only for run"),
+        ('run = ["x"]\nready_tcp = "localhost"', "service.ready_tcp: 'localhost': missing ':port'"),
+        ('run = ["x"]\nstart_timeout = 5', "service.start_timeout: expected a duration string"),
+        ('run = ["x"]\nenv = { A = 1 }', "service.env.A: expected a string"),
+        ('run = ["x"]\noutput = "syslog"', "service.output: must be one of"),
+        ('run = ["x"]\nstart_tiemout = "5s"', "service.start_tiemout: unknown key"),
+        ("run = []", "service.run: expected a non-empty list"),
+    ],
+)
+def test_config_errors(toml: str, message: str) -> None:
+    with pytest.raises(ConfigError, match=message.replace("(", r"\(")) as info:
+        CommandBackend.from_config(section(toml))
+    assert str(info.value).startswith("hasup.toml: ")
+
+
+def test_config_error_has_line() -> None:
+    with pytest.raises(ConfigError, match=r"\(line 4\)"):
+        CommandBackend.from_config(section('start = ["x"]\nstop = "y z"'))
+
+
+# -- managed process mode -----------------------------------------------------------------------
+
+
+@pytest.fixture
+def http_server_argv() -> tuple[list[str], int]:
+    port = free_port()
+    return [sys.executable, "-m", "http.server", "--bind", "127.0.0.1", str(port)], port
+
+
+async def test_run_http_server_ready_tcp(http_server_argv: tuple[list[str], int]) -> None:
+    argv, port = http_server_argv
+    backend = CommandBackend(run=argv, ready_tcp=f"127.0.0.1:{port}", output="discard", stop_timeout=5)
+    assert await backend.status() is ServiceStatus.STOPPED
+    with anyio.fail_after(10):
+        await backend.start()
+    assert await backend.status() is ServiceStatus.RUNNING
+    stream = await anyio.connect_tcp("127.0.0.1", port)  # ready means accepting
+    await stream.aclose()
+    pid = backend.pid
+    assert pid is not None
+    await backend.start()  # idempotent: same process
+    assert backend.pid == pid
+    with anyio.fail_after(10):
+        await backend.stop()
+    assert await backend.status() is ServiceStatus.STOPPED
+    assert backend.pid is None
+    assert not alive(pid)
+    with pytest.raises(OSError, match="refused"):
+        await anyio.connect_tcp("127.0.0.1", port)
+    await backend.stop()  # idempotent
+
+
+async def test_run_exits_immediately() -> None:
+    backend = CommandBackend(run=["sh", "-c", "exit 7"])
+    with anyio.fail_after(5), pytest.raises(ServiceFailed, match="exited with status 7 right after starting"):
+        await backend.start()
+    assert await backend.status() is ServiceStatus.STOPPED
+
+
+async def test_run_program_not_found() -> None:
+    backend = CommandBackend(run=["no-such-program-xyz", "--flag"])
+    with pytest.raises(ServiceFailed, match="command not found or not executable: 'no-such-program-xyz'"):
+        await backend.start()
+
+
+async def test_run_exits_before_ready() -> None:
+    backend = CommandBackend(run=["sh", "-c", "read x; exit 2"], ready_tcp=f"127.0.0.1:{free_port()}")
+    # stdin is /dev/null: `read` fails and the program exits 2 without listening.
+    with (
+        anyio.fail_after(5),
+        pytest.raises(ServiceFailed, match="exited with status 2 before accepting connections"),
+    ):
+        await backend.start()
+
+
+async def test_run_never_ready_is_killed(tmp_path: Path) -> None:
+    pidfile = tmp_path / "pid"
+    backend = CommandBackend(
+        run=["sh", "-c", f"echo $$ > {pidfile}; exec sleep 30"],
+        ready_tcp=f"127.0.0.1:{free_port()}",
+        start_timeout=0.5,
+    )
+    with (
+        anyio.fail_after(5),
+        pytest.raises(ServiceFailed, match=r"did not accept connections .* within 0.5s"),
+    ):
+        await backend.start()
+    pid = await read_pid(pidfile)
+    assert not alive(pid)
+    assert await backend.status() is ServiceStatus.STOPPED
+
+
+async def test_watch_reports_crash_at_once(tmp_path: Path) -> None:
+    pidfile = tmp_path / "pid"
+    # poll_interval of an hour: a FAILED within the deadline proves watch() is event-driven.
+    backend = CommandBackend(run=["sh", "-c", f"echo $$ > {pidfile}; exec sleep 60"], poll_interval=3600)
+    await backend.start()
+    pid = await read_pid(pidfile)
+    seen: list[ServiceStatus] = []
+    with anyio.fail_after(5):
+        async with anyio.create_task_group() as tg:
+
+            async def watch() -> None:
+                async for status in backend.watch():
+                    seen.append(status)
+                    if status is ServiceStatus.RUNNING:
+                        os.kill(pid, signal.SIGKILL)  # the service crashes
+                    if status is ServiceStatus.FAILED:
+                        tg.cancel_scope.cancel()
+
+            tg.start_soon(watch)
+    assert seen == [ServiceStatus.RUNNING, ServiceStatus.FAILED]
+    assert await backend.status() is ServiceStatus.FAILED  # not confirmed stopped until stop()
+    with anyio.fail_after(5):
+        await backend.stop()
+    assert await backend.status() is ServiceStatus.STOPPED
+    # and it can be started again after a crash
+    await backend.start()
+    assert await backend.status() is ServiceStatus.RUNNING
+    await backend.stop()
+
+
+async def test_watch_follows_start_and_stop() -> None:
+    backend = CommandBackend(run=["sleep", "60"], poll_interval=3600)
+    seen: list[ServiceStatus] = []
+    got = anyio.Event()
+    with anyio.fail_after(5):
+        async with anyio.create_task_group() as tg:
+
+            async def watch() -> None:
+                async for status in backend.watch():
+                    seen.append(status)
+                    got.set()
+
+            tg.start_soon(watch)
+            await got.wait()
+            await backend.start()
+            await backend.stop()
+            while seen[-1] is not ServiceStatus.STOPPED or len(seen) < 2:
+                got = anyio.Event()
+                await got.wait()
+            tg.cancel_scope.cancel()
+    assert seen[0] is ServiceStatus.STOPPED
+    assert seen[-1] is ServiceStatus.STOPPED
+    assert ServiceStatus.FAILED not in seen  # a requested stop is not a failure
+
+
+async def test_stop_escalates_to_sigkill(tmp_path: Path) -> None:
+    pidfile = tmp_path / "pid"
+    script = f"trap '' TERM; echo $$ > {pidfile}; while :; do sleep 0.05; done"
+    backend = CommandBackend(run=["sh", "-c", script], stop_timeout=0.3)
+    await backend.start()
+    pid = await read_pid(pidfile)
+    begin = time.monotonic()
+    with anyio.fail_after(5):
+        await backend.stop()
+    assert time.monotonic() - begin >= 0.3  # it did wait for SIGTERM first
+    assert not alive(pid)
+    assert await backend.status() is ServiceStatus.STOPPED
+
+
+async def test_stop_kills_the_whole_process_group(tmp_path: Path) -> None:
+    pidfile = tmp_path / "pid"
+    # The program's own child ignores SIGTERM and would outlive a kill of the leader alone.
+    script = f"(trap '' TERM; exec sleep 60) & echo $! > {pidfile}; wait"
+    backend = CommandBackend(run=["sh", "-c", script], stop_timeout=0.3)
+    await backend.start()
+    child = await read_pid(pidfile)
+    with anyio.fail_after(5):
+        await backend.stop()
+    assert not alive(child)
+
+
+async def test_cancelled_start_leaves_nothing_running(tmp_path: Path) -> None:
+    pidfile = tmp_path / "pid"
+    backend = CommandBackend(
+        run=["sh", "-c", f"echo $$ > {pidfile}; exec sleep 30"], ready_tcp=f"127.0.0.1:{free_port()}"
+    )
+    with anyio.move_on_after(0.5):
+        await backend.start()
+    pid = await read_pid(pidfile)
+    assert not alive(pid)
+    assert await backend.status() is ServiceStatus.STOPPED
+
+
+_SUPERVISOR = """
+import sys, anyio
+from hasup.backends.command import CommandBackend
+
+async def main():
+    backend = CommandBackend(run=["sh", "-c", "echo $$ > " + sys.argv[1] + "; exec sleep 60"])
+    await backend.start()
+    print("started", flush=True)
+    await anyio.sleep_forever()
+
+anyio.run(main)
+"""
+
+
+async def test_service_dies_with_a_killed_supervisor(tmp_path: Path) -> None:
+    """kill -9 of hasup must not leave its managed service running beside a peer's."""
+    pidfile = tmp_path / "pid"
+    supervisor = subprocess.Popen(
+        [sys.executable, "-c", _SUPERVISOR, str(pidfile)],
+        stdout=subprocess.PIPE,
+        cwd=Path(__file__).parents[2],
+    )
+    try:
+        assert supervisor.stdout is not None
+        assert supervisor.stdout.readline() == b"started\n"
+        pid = await read_pid(pidfile)
+        assert alive(pid)
+        supervisor.kill()
+        supervisor.wait()
+        wait_until(lambda: not alive(pid), timeout=5, what="the orphaned service to be killed")
+    finally:
+        supervisor.kill()
+        supervisor.wait()
+        if supervisor.stdout is not None:
+            supervisor.stdout.close()
