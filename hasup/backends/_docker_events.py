@@ -8,6 +8,7 @@ tested) without a daemon.
 from __future__ import annotations
 
 import contextlib
+import threading
 from collections.abc import Mapping
 from typing import Any
 
@@ -132,19 +133,30 @@ class EventStream:
         self._limiter = limiter
         self._closed = False
         #: A worker thread is (or an abandoned one may still be) reading the stream.
+        #: Set by that thread itself: a call cancelled before its thread ran never reads.
         self._reading = False
+        self._lock = threading.Lock()
 
     def _next_or_end(self) -> Any:
         # Runs in a worker thread. Never raises: an abandoned thread's exception would
         # have nobody to report it to. Returns the event, _END, or the exception.
+        with self._lock:
+            if self._closed:
+                return _END
+            self._reading = True
         try:
-            return next(self._stream)
+            event = next(self._stream)
         except StopIteration:
             result: Any = _END
         except Exception as exc:
             result = exc
+        else:
+            with self._lock:
+                self._reading = False
+            return event
         # The stream is over: release the response here, in the thread that read it.
-        self._reading = False
+        with self._lock:
+            self._reading = False
         _close_response(self._stream)
         return result
 
@@ -154,12 +166,9 @@ class EventStream:
     async def __anext__(self) -> dict[str, Any]:
         if self._closed:
             raise StopAsyncIteration
-        self._reading = True
         result = await anyio.to_thread.run_sync(
             self._next_or_end, abandon_on_cancel=True, limiter=self._limiter
         )
-        if result is not _END and not isinstance(result, Exception):
-            self._reading = False
         if result is _END or isinstance(result, Exception):
             # Anything but an event means the connection is gone: dockerd stopped,
             # restarted, or the stream was closed. The caller reconnects.
@@ -170,12 +179,14 @@ class EventStream:
 
     def close(self) -> None:
         """Close the stream; safe to call from the event loop, twice, or after an error."""
-        if self._closed:
-            return
-        self._closed = True
+        with self._lock:
+            if self._closed:
+                return
+            self._closed = True
+            reading = self._reading
         # Already closed or a half-torn-down socket: nothing left to release.
         with contextlib.suppress(Exception):
             self._stream.close()  # socket shutdown: non-blocking, wakes a reading thread
-        if not self._reading:
+        if not reading:
             # No thread holds the response (else it closes it when its read ends).
             _close_response(self._stream)

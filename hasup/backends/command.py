@@ -63,9 +63,10 @@ _TAIL_LINES = 5
 # service) and exits with the service's status, re-raising a terminating signal.
 _SHIM = """\
 import os, select, signal, sys
-fd = int(sys.argv[1])
-argv = sys.argv[2:]
+fd, report = int(sys.argv[1]), int(sys.argv[2])
+argv = sys.argv[3:]
 os.set_inheritable(fd, False)
+os.set_inheritable(report, False)
 signal.signal(signal.SIGTERM, signal.SIG_IGN)
 signal.signal(signal.SIGINT, signal.SIG_IGN)
 reset = (signal.SIGTERM, signal.SIGINT, signal.SIGPIPE, signal.SIGXFSZ)
@@ -74,6 +75,8 @@ try:
 except OSError as exc:
     sys.stderr.write(f"hasup: cannot run {argv[0]!r}: {exc}\\n")
     os._exit(127)
+os.write(report, b"%d\n" % pid)
+os.close(report)
 try:
     pidfd = os.pidfd_open(pid)
 except (AttributeError, OSError):
@@ -229,6 +232,7 @@ class CommandBackend(ServiceBackend):
         # managed mode
         self._process: Process | None = None
         self._fence_fd: int | None = None  # write end of the shim's lifeline pipe
+        self._service_pid: int | None = None
         self._phase = "idle"  # idle | starting | running | stopping
         # anyio primitives are created lazily: from_config may run outside an event loop.
         self._lock_obj: anyio.Lock | None = None
@@ -320,8 +324,17 @@ class CommandBackend(ServiceBackend):
     # -- the ServiceBackend interface -------------------------------------------------------
     @property
     def pid(self) -> int | None:
-        """Managed mode: the process group id of the running program (None otherwise)."""
+        """Managed mode: the process group id of the running program (None otherwise).
+
+        ``os.killpg(backend.pid, signal.SIGKILL)`` simulates a crash of the service.
+        """
         return self._process.pid if self._process is not None else None
+
+    @property
+    def service_pid(self) -> int | None:
+        """Managed mode: the pid of the program itself (the group leader is hasup's
+        small lifeline shim, see the module source)."""
+        return self._service_pid if self._process is not None else None
 
     async def start(self) -> None:
         async with self._lock():
@@ -487,14 +500,18 @@ class CommandBackend(ServiceBackend):
             raise ServiceFailed(f"run: command not found or not executable: {argv[0]!r}")
         if self.cwd is not None and not await anyio.Path(self.cwd).is_dir():
             raise ServiceFailed(f"run: cwd is not a directory: {self.cwd!r}")
-        process = await self._spawn(argv)
+        process, report_fd = await self._spawn(argv)
         self._set_phase("starting")
-        logger.info("started %s (pid %d)", _show(argv), process.pid)
         succeeded = False
         try:
+            if report_fd is not None:
+                await self._wait_spawned(process, report_fd)
+            logger.info("started %s (pid %s)", _show(argv), self._service_pid or process.pid)
             await self._wait_ready(process)
             succeeded = True
         finally:
+            if report_fd is not None:
+                os.close(report_fd)
             if not succeeded:  # failed or cancelled: do not leave a half-started service
                 with anyio.CancelScope(shield=True):
                     await _kill_and_reap(process)
@@ -502,15 +519,21 @@ class CommandBackend(ServiceBackend):
                     await self._forget_process()
         self._set_phase("running")
 
-    async def _spawn(self, argv: tuple[str, ...]) -> Process:
+    async def _spawn(self, argv: tuple[str, ...]) -> tuple[Process, int | None]:
+        """Start the shim (or, without a Python executable, the program itself).
+
+        Returns the process and the read end of the shim's report pipe, on which the
+        shim writes the service's pid once it has spawned it.
+        """
         stdio = None if self.output == "inherit" else subprocess.DEVNULL
-        read_fd: int | None = None
         command: list[str] = list(argv)
-        pass_fds: tuple[int, ...] = ()
+        child_fds: tuple[int, ...] = ()
+        report_fd: int | None = None
         if sys.executable:
-            read_fd, self._fence_fd = os.pipe()
-            command = [sys.executable, "-I", "-S", "-c", _SHIM, str(read_fd), *argv]
-            pass_fds = (read_fd,)
+            lifeline, self._fence_fd = os.pipe()
+            report_fd, report_w = os.pipe()
+            child_fds = (lifeline, report_w)
+            command = [sys.executable, "-I", "-S", "-c", _SHIM, str(lifeline), str(report_w), *argv]
         try:
             self._process = await anyio.open_process(
                 command,
@@ -520,15 +543,39 @@ class CommandBackend(ServiceBackend):
                 cwd=self.cwd,
                 env=self._environment(),
                 start_new_session=True,
-                pass_fds=pass_fds,
+                pass_fds=child_fds,
             )
         except OSError as exc:
+            if report_fd is not None:
+                os.close(report_fd)
             await self._forget_process()
             raise ServiceFailed(f"run: cannot start {_show(argv)}: {exc}") from exc
         finally:
-            if read_fd is not None:
-                os.close(read_fd)
-        return self._process
+            for fd in child_fds:
+                os.close(fd)
+        if report_fd is None:
+            self._service_pid = self._process.pid
+        return self._process, report_fd
+
+    async def _wait_spawned(self, process: Process, report_fd: int) -> None:
+        """Wait for the shim to report the service's pid (so that the start grace
+        period measures the service, not the shim's own start-up)."""
+        os.set_blocking(report_fd, False)
+        data = b""
+        with anyio.move_on_after(self.start_timeout):
+            while not data.endswith(b"\n"):
+                await anyio.wait_readable(report_fd)
+                chunk = os.read(report_fd, 64)
+                if not chunk:
+                    break  # the shim exited without spawning the program
+                data += chunk
+        if not data.endswith(b"\n"):
+            with anyio.move_on_after(1.0):
+                await process.wait()
+            raise ServiceFailed(
+                f"run: could not start {_show(self.run_argv or ())} (exit status {process.returncode})"
+            )
+        self._service_pid = int(data)
 
     async def _wait_ready(self, process: Process) -> None:
         assert self.run_argv is not None
@@ -615,6 +662,7 @@ class CommandBackend(ServiceBackend):
     async def _forget_process(self) -> None:
         """Drop the (reaped) managed process and its lifeline pipe."""
         process, self._process = self._process, None
+        self._service_pid = None
         if self._fence_fd is not None:
             os.close(self._fence_fd)
             self._fence_fd = None

@@ -160,7 +160,8 @@ class Timeline:
                 out.append(Interval(begin, t))
                 begin = None
         if begin is not None and samples:
-            out.append(Interval(begin, samples[-1][0]))
+            # still serving at its last sample: presume it lasts until the newest sample of any node
+            out.append(Interval(begin, max(samples[-1][0], self.end)))
         clipped = [Interval(max(i.start, t0), min(i.end, t1)) for i in out]
         return [i for i in clipped if i.end > i.start or (i.end == i.start and t0 <= i.start <= t1)]
 
@@ -184,19 +185,32 @@ class Timeline:
                 return t
         return None
 
+    def only(self, node: str, t0: float | None = None, t1: float | None = None) -> list[Interval]:
+        """Intervals where ``node`` and no other node served."""
+        lo = self.start if t0 is None else t0
+        hi = self.end if t1 is None else t1
+        others = sorted(
+            (i for n in self.up if n != node for i in self.intervals(n, lo, hi)), key=lambda i: i.start
+        )
+        out: list[Interval] = []
+        for iv in self.intervals(node, lo, hi):
+            cur = iv.start
+            for o in others:
+                if o.end <= cur or o.start >= iv.end:
+                    continue
+                if o.start > cur:
+                    out.append(Interval(cur, o.start))
+                cur = max(cur, o.end)
+            if cur < iv.end:
+                out.append(Interval(cur, iv.end))
+        return out
+
     def settled(self, after: float, node: str) -> float | None:
-        """Start of the last period (after ``after``) in which only ``node`` serves, to the end."""
-        end = self.end
-        only: float | None = None
-        points = sorted({after, *(t for s in self.up.values() for t, _ in s if t >= after)})
-        for t in points:
-            serving = self.serving_at(t)
-            if serving == {node}:
-                if only is None:
-                    only = t
-            else:
-                only = None
-        return only if only is not None and only < end else None
+        """Start of the final period (after ``after``) in which only ``node`` serves, up to the end."""
+        periods = self.only(node, after, self.end)
+        if periods and periods[-1].end >= self.end:
+            return periods[-1].start
+        return None
 
     def _coverage(self, t0: float, t1: float) -> list[tuple[float, int]]:
         """Piecewise count of serving nodes over [t0, t1]: [(t, count from t on), ...]."""

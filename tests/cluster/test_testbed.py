@@ -237,7 +237,7 @@ def test_observer_and_process_faults(bed: Testbed) -> None:
         # a second node serving at the same time is a dual-active interval
         t_dual = obs.mark("dual")
         _http_server(b)
-        obs.wait(lambda: obs.serving() == {a.name, b.name}, timeout=10, what="both serving")
+        obs.wait_serving({a.name, b.name}, timeout=10, hold=0.1)
         b.kill("svc")
         obs.wait(lambda: obs.serving() == {a.name}, timeout=5, what="n2 down again")
         tl = obs.timeline()

@@ -127,8 +127,8 @@ class Runner:
         kind = op[0]
         if kind == "kill":
             name = names[op[1]]
-            if c.sims[name].up:
-                c.kill(name)
+            if c.sims[name].up or name in self.crashed:
+                c.kill(name)  # power off: also ends a service left running by a crash
             self.crashed.discard(name)
         elif kind == "restart":
             name = names[op[1]]
@@ -221,14 +221,6 @@ class Runner:
         self.check_all()
 
     # ------------------------------------------------------------------ invariants
-    def excluded(self, t0: float, t1: float) -> bool:
-        windows = list(self.dirty_windows)
-        if self._dirty_since is not None:
-            windows.append((self._dirty_since, float("inf")))
-        return any(a <= t0 and t1 <= b for a, b in windows) or any(a < t1 and t0 < b for a, b in windows) and all(
-            _covered(t0, t1, windows) for _ in [0]
-        )
-
     def check_all(self) -> None:
         c = self.c
         windows = list(self.dirty_windows)

@@ -1,0 +1,167 @@
+"""Every configuration mistake is one clear line: file, key path, line; exit status 2."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+
+from hasup import ConfigError
+from hasup.backends import BACKENDS
+from hasup.config import load_config, parse_config
+
+GOOD = textwrap.dedent(
+    """
+    [node]
+    name = "edge-a"
+    priority = 100
+    state_dir = "/tmp/hasup-test-state"
+
+    [group]
+    id = 51
+    listen = "127.0.0.1:5405"
+    peers = ["127.0.0.2:5405"]
+    advert_interval = "1s"
+    key_file = "KEYFILE"
+
+    [service]
+    backend = "command"
+    start = ["systemctl", "start", "neuronex"]
+    stop = ["systemctl", "stop", "neuronex"]
+    status = ["systemctl", "is-active", "--quiet", "neuronex"]
+
+    [[probe]]
+    name = "dashboard"
+    type = "http"
+    url = "http://127.0.0.1:8085/"
+    expect_status = "200-399"
+    interval = "5s"
+    timeout = "2s"
+    fall = 3
+    rise = 2
+    start_period = "30s"
+    when = "active"
+
+    [status]
+    listen = "127.0.0.1:9105"
+    """
+)
+
+
+@pytest.fixture
+def keyfile(tmp_path: Path) -> Path:
+    path = tmp_path / "group.key"
+    path.write_text("ab" * 32 + "\n")
+    path.chmod(0o600)
+    return path
+
+
+def write(tmp_path: Path, text: str, keyfile: Path) -> Path:
+    path = tmp_path / "hasup.toml"
+    path.write_text(text.replace("KEYFILE", str(keyfile)))
+    return path
+
+
+def test_the_documented_example_is_valid(tmp_path: Path, keyfile: Path) -> None:
+    config = load_config(write(tmp_path, GOOD, keyfile))
+    core = config.core_config()
+    assert core.priority == 100 and core.advert_interval == 1.0
+    assert core.keys.keyed
+    assert config.probes[0].options.start_period == 30.0
+
+
+@pytest.mark.parametrize(
+    ("old", "new", "expected"),
+    [
+        ('priority = 100', 'priority = 100\nprority = 5', "node.prority: unknown key (line 5)"),
+        ('priority = 100', 'priority = "high"', "node.priority: expected an integer, got a string (line 4)"),
+        ('priority = 100', 'priority = 300', "node.priority: must be between 1 and 254, got 300 (line 4)"),
+        ('advert_interval = "1s"', 'advert_interval = "1 sec"', "group.advert_interval: '1 sec' is not a duration"),
+        ('advert_interval = "1s"', 'advert_interval = 1', 'group.advert_interval: expected a duration string'),
+        ('peers = ["127.0.0.2:5405"]', 'peers = ["127.0.0.2:5405", "127.0.0.2:5405"]', "group.peers: duplicate peer"),
+        ('peers = ["127.0.0.2:5405"]', 'peers = ["127.0.0.2:99999"]', "group.peers:"),
+        (
+            'start = ["systemctl", "start", "neuronex"]',
+            'start = "systemctl start neuronex"',
+            "service.start: commands are argv lists, not shell strings",
+        ),
+        ('backend = "command"', 'backend = "kubernetes"', "service.backend: unknown backend 'kubernetes'"),
+        ('when = "active"', 'when = "sometimes"', "probe[0].when: must be one of"),
+        ('when = "active"', 'when = "active"\nweight = -10', 'probe[0].weight: is allowed only on probes with when = "always"'),
+        ('type = "http"', 'type = "ftp"', "probe[0].type: unknown probe type 'ftp'"),
+        ('listen = "127.0.0.1:9105"', 'listen = "0.0.0.0:9105"', "status.listen: 0.0.0.0:9105 is not a loopback address"),
+        ("[status]", "[status\n", "invalid TOML"),
+    ],
+)
+def test_mistakes_are_located(tmp_path: Path, keyfile: Path, old: str, new: str, expected: str) -> None:
+    assert old in GOOD
+    path = write(tmp_path, GOOD.replace(old, new, 1), keyfile)
+    with pytest.raises(ConfigError) as info:
+        load_config(path)
+    message = str(info.value)
+    assert message.startswith(f"{path}: ")
+    assert expected in message
+
+
+def test_world_readable_key_file_is_refused(tmp_path: Path, keyfile: Path) -> None:
+    keyfile.chmod(0o644)
+    with pytest.raises(ConfigError, match=r"group.key_file: key file .* is readable by group or others \(mode 0644\)"):
+        load_config(write(tmp_path, GOOD, keyfile))
+
+
+def test_missing_key_file(tmp_path: Path, keyfile: Path) -> None:
+    with pytest.raises(ConfigError, match="group.key_file: cannot read key file"):
+        load_config(write(tmp_path, GOOD, tmp_path / "nope.key"))
+
+
+def test_no_key_needs_explicit_insecure(tmp_path: Path, keyfile: Path) -> None:
+    text = GOOD.replace('key_file = "KEYFILE"', "")
+    with pytest.raises(ConfigError, match="group.key_file: is required"):
+        parse_config(text)
+    config = parse_config(text.replace("[group]", "[group]\ninsecure = true"))
+    assert not config.core_config().keys.keyed
+    assert any("NOT authenticated" in w for w in config.warnings)
+
+
+def test_inline_key_is_accepted_with_a_warning(keyfile: Path) -> None:
+    config = parse_config(GOOD.replace('key_file = "KEYFILE"', 'key = "a-long-enough-shared-secret"'))
+    assert any("inline" in w for w in config.warnings)
+
+
+def test_missing_backend_extra_names_the_pip_command(monkeypatch: pytest.MonkeyPatch, keyfile: Path) -> None:
+    monkeypatch.setitem(BACKENDS, "docker", ("hasup_missing_module_for_test", "X", "docker"))
+    text = GOOD.replace('backend = "command"', 'backend = "docker"\ncontainer = "neuronex"')
+    with pytest.raises(ConfigError, match=r"pip install 'hasup\[docker\]'"):
+        parse_config(text.replace("KEYFILE", str(keyfile)))
+
+
+def test_check_command_exit_status_and_no_traceback(tmp_path: Path, keyfile: Path) -> None:
+    bad = write(tmp_path, GOOD.replace("priority = 100", "priority = 0"), keyfile)
+    proc = subprocess.run(
+        [sys.executable, "-m", "hasup", "check", "-c", str(bad), "--offline"],
+        capture_output=True, text=True, timeout=60, env={**os.environ},
+    )
+    assert proc.returncode == 2
+    assert "Traceback" not in proc.stderr
+    assert proc.stderr.strip() == f"hasup: {bad}: node.priority: must be between 1 and 254, got 0 (line 4)"
+    good = write(tmp_path, GOOD, keyfile)
+    proc = subprocess.run(
+        [sys.executable, "-m", "hasup", "check", "-c", str(good), "--offline"],
+        capture_output=True, text=True, timeout=60,
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert '"master_down_interval_at_own_priority": 3.6094' in proc.stdout
+
+
+def test_keygen_writes_an_owner_only_key(tmp_path: Path) -> None:
+    target = tmp_path / "k"
+    proc = subprocess.run([sys.executable, "-m", "hasup", "keygen", str(target)], capture_output=True, text=True)
+    assert proc.returncode == 0
+    assert (target.stat().st_mode & 0o777) == 0o600
+    assert len(bytes.fromhex(target.read_text().strip())) == 32
+    again = subprocess.run([sys.executable, "-m", "hasup", "keygen", str(target)], capture_output=True, text=True)
+    assert again.returncode == 2 and "exists" in again.stderr
