@@ -49,7 +49,9 @@ def main(argv: list[str] | None = None) -> int:
         elapsed, received = one_run(args.virtual_seconds, args.advert)
         us = elapsed / received * 1e6
         per_heartbeat.append(us)
-        print(f"run {i + 1}: {received} heartbeats in {elapsed:.2f} s wall = {us:.1f} µs/heartbeat", flush=True)
+        print(
+            f"run {i + 1}: {received} heartbeats in {elapsed:.2f} s wall = {us:.1f} µs/heartbeat", flush=True
+        )
     median = statistics.median(per_heartbeat)
     cpu = median * 1e-6 * 2 / args.advert * 100  # one in and one out per advert per peer
     print(
