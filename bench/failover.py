@@ -144,6 +144,8 @@ def reset(impl: Any, obs: Observer, timeout: float = 40.0) -> None:
     """Stop everything, start the pair, wait for the steady state."""
     impl.stop()
     wait(lambda: not obs.serving(), 10, "no service answering")
+    if hasattr(impl, "wipe_state"):
+        impl.wipe_state()  # a fresh pair, like keepalived's, which keeps no state
     impl.start()
     ensure_steady(impl, obs, timeout)
 

@@ -62,7 +62,9 @@ def main(argv: list[str] | None = None) -> int:
         body.splitlines(keepends=True), diagram.splitlines(keepends=True), f"{path} (diagram)", "TRANSITIONS"
     )
     sys.stderr.write("".join(diff))
-    sys.stderr.write(f"{path}: the state diagram is out of date; run: python docs/render_states.py --write {path}\n")
+    sys.stderr.write(
+        f"{path}: the state diagram is out of date; run: python docs/render_states.py --write {path}\n"
+    )
     return 1
 
 

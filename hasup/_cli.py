@@ -61,58 +61,94 @@ def _load(path: str) -> Config:
 
 
 # --------------------------------------------------------------------------- run
-async def _run(path: str, config: Config) -> int:
+async def _run(path: str, config: Config, *, leave_running: bool = False) -> int:
+    """Run until SIGTERM/SIGINT; SIGHUP reloads in process without touching the service.
+
+    A reload resigns with ``leave_running`` (peers stretch our down timer) and starts a
+    new supervisor with the new configuration. When the ``[service]`` table is unchanged
+    the backend object is kept, so even a managed process is adopted without a restart;
+    when it changed, the old service is stopped first (a clean hand-over).
+    """
+    from ._notify import SystemdNotifier
     from .supervisor import Supervisor
 
     exit_code = 0
-    with anyio.open_signal_receiver(signal.SIGTERM, signal.SIGINT, signal.SIGHUP) as signals:
-        while True:
-            sup = Supervisor(config)
-            reload_to: Config | None = None
-            async with anyio.create_task_group() as tg:
+    notifier = SystemdNotifier.from_environment()
+    backend = config.make_backend()
+    try:
+        with anyio.open_signal_receiver(signal.SIGTERM, signal.SIGINT, signal.SIGHUP) as signals:
+            while True:
+                sup = Supervisor(config, backend=backend, notify_systemd=False)
+                reload_to: Config | None = None
+                async with anyio.create_task_group() as tg:
 
-                async def supervise(sup: Supervisor = sup, *, task_status: anyio.abc.TaskStatus[None]) -> None:
-                    nonlocal exit_code
-                    try:
-                        await sup.run(task_status=task_status)
-                    except HasupError as exc:
-                        log.error("fatal: %s", exc)
-                        exit_code = 1
-                    tg.cancel_scope.cancel()
-
-                await tg.start(supervise)
-                async for signum in signals:
-                    if signum == signal.SIGHUP:
+                    async def supervise(sup: Supervisor = sup, *, task_status: anyio.abc.TaskStatus[None]) -> None:
+                        nonlocal exit_code
                         try:
-                            candidate = _load(path)
-                        except ConfigError as exc:
-                            log.error("reload rejected, keeping the running configuration: %s", exc)
-                            continue
-                        log.info("reloading %s (the service keeps running)", path)
-                        reload_to = candidate
-                        await sup.shutdown(leave_running=True, hold=3 * config.group.advert_interval + 1)
-                    else:
-                        log.info("%s: resigning and exiting", signal.Signals(signum).name)
-                        await sup.shutdown()
-                    break
-                tg.cancel_scope.cancel()
-            if reload_to is None:
-                return exit_code
-            config = reload_to
+                            await sup.run(task_status=task_status)
+                        except HasupError as exc:
+                            log.error("fatal: %s", exc)
+                            exit_code = 1
+                            task_status.started()
+                        tg.cancel_scope.cancel()
+
+                    await tg.start(supervise)
+                    running = anyio.Event()
+                    if notifier is not None:
+                        tg.start_soon(lambda: notifier.run(running, stopping=False))
+                    async for signum in signals:
+                        if signum == signal.SIGHUP:
+                            try:
+                                candidate = _load(path)
+                            except ConfigError as exc:
+                                log.error("reload rejected, keeping the running configuration: %s", exc)
+                                continue
+                            if notifier is not None:
+                                notifier.send("RELOADING=1")
+                            reload_to = candidate
+                            if candidate.service == config.service:
+                                log.info("reloading %s (the service keeps running)", path)
+                                await sup.shutdown(leave_running=True, hold=3 * config.group.advert_interval + 1)
+                            else:
+                                log.info("reloading %s: [service] changed, stopping the old service first", path)
+                                await sup.shutdown()
+                        else:
+                            log.info("%s: %s and exiting", signal.Signals(signum).name,
+                                     "leaving the service running" if leave_running else "resigning")
+                            await sup.shutdown(leave_running=leave_running, hold=30.0 if leave_running else 0.0)
+                        break
+                    running.set()
+                    tg.cancel_scope.cancel()
+                if reload_to is None:
+                    return exit_code
+                if reload_to.service != config.service:
+                    await backend.aclose()
+                    backend = reload_to.make_backend()
+                config = reload_to
+    finally:
+        if notifier is not None:
+            notifier.send("STOPPING=1")
+            notifier.close()
+        with anyio.CancelScope(shield=True):
+            await backend.aclose()
 
 
 def cmd_run(args: argparse.Namespace) -> int:
     try:
         config = _load(args.config)
+        if config.backend_kind == "callback":
+            config.make_backend()  # raises the explanation
     except ConfigError as exc:
         return _fail(str(exc))
-    return anyio.run(_run, args.config, config, backend=args.loop)
+    return anyio.run(lambda: _run(args.config, config, leave_running=args.leave_running), backend=args.loop)
 
 
 # --------------------------------------------------------------------------- check
 def cmd_check(args: argparse.Namespace) -> int:
     try:
         config = load_config(args.config)
+        if config.backend_kind == "callback":
+            config.make_backend()  # raises the explanation
     except ConfigError as exc:
         return _fail(str(exc))
     core = config.core_config()
@@ -195,6 +231,73 @@ def cmd_status(args: argparse.Namespace) -> int:
     return 0
 
 
+# --------------------------------------------------------------------------- operations
+def _control(args: argparse.Namespace, command: str, body: dict[str, object]) -> tuple[int, dict[str, Any]]:
+    import httpx
+
+    config = load_config(args.config)
+    url = _status_url(args)
+    token_path = os.path.join(config.node.state_dir, "control.token")
+    try:
+        with open(token_path) as fh:
+            token = fh.read().strip()
+    except OSError as exc:
+        raise HasupError(f"cannot read the control token {token_path}: {exc.strerror} (run as hasup's user)") from None
+    try:
+        response = httpx.post(
+            f"{url}/control/{command}", json=body, headers={"Authorization": f"Bearer {token}"}, timeout=10.0
+        )
+    except httpx.HTTPError as exc:
+        raise HasupError(f"cannot reach {url}: {exc}") from None
+    return response.status_code, response.json()
+
+
+def cmd_switchover(args: argparse.Namespace) -> int:
+    import httpx
+
+    started = time.monotonic()
+    code, doc = _control(args, "switchover", {"to": args.to} if args.to else {})
+    if code != 200:
+        return _fail(f"switchover refused: {doc.get('error', doc)}", 1)
+    target = doc["target"]
+    url = _status_url(args)
+    deadline = started + args.timeout
+    while time.monotonic() < deadline:
+        status = httpx.get(f"{url}/status", timeout=3.0).json()
+        peer = next((p for p in status["peers"] if p["name"] == target), None)
+        if peer and peer["state"] == "MASTER" and peer["active"] and not status["holder"]:
+            took = time.monotonic() - started
+            print(f"switched over to {target} in {took * 1000:.0f} ms; this node's service was confirmed "
+                  f"stopped before {target} started (no overlap)")
+            return 0
+        time.sleep(0.01)
+    return _fail(f"{target} did not become MASTER within {args.timeout:g} s; see `hasup status`", 1)
+
+
+def cmd_maintenance(args: argparse.Namespace) -> int:
+    code, doc = _control(args, "maintenance", {"on": args.mode == "on"})
+    if code != 200:
+        return _fail(f"refused: {doc.get('error', doc)}", 1)
+    print(f"maintenance {'on: this node will not claim or take over' if doc['maintenance'] else 'off'}")
+    return 0
+
+
+def cmd_forget_peer(args: argparse.Namespace) -> int:
+    code, doc = _control(args, "forget-peer", {"peer": args.peer})
+    if code != 200:
+        return _fail(f"refused: {doc.get('error', doc)}", 1)
+    print(f"forgot the replay high-water mark of {args.peer}; its next heartbeats are accepted")
+    return 0
+
+
+def cmd_confirm_stopped(args: argparse.Namespace) -> int:
+    code, doc = _control(args, "confirm-stopped", {})
+    if code != 200:
+        return _fail(f"refused: {doc.get('error', doc)}", 1)
+    print("recorded: the service is stopped on this node; peers may start it")
+    return 0
+
+
 # --------------------------------------------------------------------------- keygen
 def cmd_keygen(args: argparse.Namespace) -> int:
     flags = os.O_WRONLY | os.O_CREAT | (os.O_TRUNC if args.force else os.O_EXCL)
@@ -228,6 +331,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-c", "--config", required=True)
     p.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
     p.add_argument("--log-format", default="text", choices=["text", "json"])
+    p.add_argument("--leave-running", action="store_true",
+                   help="on SIGTERM leave the service running for up to 30 s (for upgrades of hasup)")
     p.add_argument("--loop", default="asyncio", choices=["asyncio", "trio"], help=argparse.SUPPRESS)
     p.set_defaults(func=cmd_run)
 
@@ -242,6 +347,30 @@ def build_parser() -> argparse.ArgumentParser:
     group.add_argument("--url")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_status)
+
+    p = sub.add_parser("switchover", help="move the service from this MASTER to a peer (release handshake)")
+    p.add_argument("-c", "--config", required=True)
+    p.add_argument("--url", help=argparse.SUPPRESS)
+    p.add_argument("--to", help="target node (default: the best BACKUP)")
+    p.add_argument("--timeout", type=float, default=120.0)
+    p.set_defaults(func=cmd_switchover)
+
+    p = sub.add_parser("maintenance", help="on: this node never claims or takes over; off: back to normal")
+    p.add_argument("mode", choices=["on", "off"])
+    p.add_argument("-c", "--config", required=True)
+    p.add_argument("--url", help=argparse.SUPPRESS)
+    p.set_defaults(func=cmd_maintenance)
+
+    p = sub.add_parser("confirm-stopped", help="vouch that the service is stopped after a failed stop (clears the alarm)")
+    p.add_argument("-c", "--config", required=True)
+    p.add_argument("--url", help=argparse.SUPPRESS)
+    p.set_defaults(func=cmd_confirm_stopped)
+
+    p = sub.add_parser("forget-peer", help="accept a peer rejected as stale (after its state was wiped)")
+    p.add_argument("peer")
+    p.add_argument("-c", "--config", required=True)
+    p.add_argument("--url", help=argparse.SUPPRESS)
+    p.set_defaults(func=cmd_forget_peer)
 
     p = sub.add_parser("keygen", help="create a group key file (mode 0600)")
     p.add_argument("file")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+import anyio
 from prometheus_client import CollectorRegistry, Gauge, generate_latest
 
 from .protocol import ServiceStatus, State
@@ -31,11 +32,14 @@ def render_metrics(sup: Supervisor) -> bytes:
         )
         Gauge("hasup_term", "Current term (fencing token)", ["node"], registry=registry).labels(node).set(sup.node.term)
         peer_live = Gauge("hasup_peer_live", "1 while the peer is heard", ["node", "peer"], registry=registry)
+        now = anyio.current_time()
         for p in sup.node.peers():
-            peer_live.labels(node, p.name or f"{p.address[0]}:{p.address[1]}").set(
-                1 if p.live(sup.node.since) or p.last is not None else 0
-            )
+            peer_live.labels(node, p.name or f"{p.address[0]}:{p.address[1]}").set(1 if p.live(now) else 0)
     counters = Gauge("hasup_counter", "Counters of the core and the supervisor", ["node", "name"], registry=registry)
+    seconds = Gauge("hasup_last_duration_seconds", "Duration of the last call", ["node", "name"], registry=registry)
     for key, value in sorted(sup.statistics().items()):
-        counters.labels(node, key).set(value)
+        if key.endswith("_seconds"):
+            seconds.labels(node, key.removesuffix("_seconds")).set(value)
+        else:
+            counters.labels(node, key).set(value)
     return generate_latest(registry)

@@ -36,7 +36,8 @@ class SystemdNotifier:
         except OSError:
             pass  # systemd gone or socket full: nothing useful to do
 
-    async def run(self, done: anyio.Event) -> None:
+    async def run(self, done: anyio.Event, *, stopping: bool = True) -> None:
+        """Say READY, ping the watchdog until ``done``, then say STOPPING (unless a reload)."""
         self.send("READY=1")
         try:
             if self._watchdog is None:
@@ -47,5 +48,8 @@ class SystemdNotifier:
                 with anyio.move_on_after(self._watchdog / 2):
                     await done.wait()
         finally:
-            self.send("STOPPING=1")
-            self._sock.close()
+            if stopping:
+                self.send("STOPPING=1")
+
+    def close(self) -> None:
+        self._sock.close()

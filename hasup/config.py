@@ -17,6 +17,7 @@ import attrs
 
 from ._addr import parse_address
 from ._errors import ConfigError
+from ._hooks import NotifyHook, parse_hooks
 from ._section import Section, Source
 from .backends import ServiceBackend, load_backend_class
 from .probes import Probe, ProbeOptions, load_probe_class
@@ -72,6 +73,7 @@ class Config:
     service: Mapping[str, Any]
     probes: tuple[ProbeEntry, ...] = ()
     status: StatusSettings = StatusSettings()
+    notify: tuple[NotifyHook, ...] = ()
     start_timeout: float = 60.0
     stop_timeout: float = 30.0
     warnings: tuple[str, ...] = ()
@@ -211,7 +213,10 @@ def _keys(section: Section, warnings: list[str]) -> tuple[KeyRing, str | None]:
             f"{section.source.file}: group.key: the group key is inline in the config file; "
             "prefer key_file (created by `hasup keygen`, mode 0600)"
         )
-        secret = inline.encode()
+        try:
+            secret = bytes.fromhex(inline.strip())  # same reading as a key file
+        except ValueError:
+            secret = inline.encode()
         if len(secret) < 16:
             raise section.error("key", "must be at least 16 characters")
         secrets[key_id] = secret
@@ -294,6 +299,8 @@ def parse_config(text: str, file: str = "<config>") -> Config:
             raise sub.error("name", f"duplicate probe name {options.name!r}")
         probes.append(ProbeEntry(options, kind, sub.data()))
 
+    notify = parse_hooks(root.get_tables("notify"))
+
     status_s = root.get_table("status")
     status = StatusSettings()
     if status_s is not None:
@@ -315,12 +322,16 @@ def parse_config(text: str, file: str = "<config>") -> Config:
         service=service,
         probes=tuple(probes),
         status=status,
+        notify=notify,
         warnings=tuple(warnings),
         text=text,
     )
     # Build once to validate backend and probe options (constructors do no I/O).
-    backend = config.make_backend()
+    # A callback backend exists only in the embedding program: it is passed to Supervisor.
+    backend = None if config.backend_kind == "callback" else config.make_backend()
     config.make_probes(backend)
+    if backend is None:
+        return config
     return attrs.evolve(
         config,
         start_timeout=float(getattr(backend, "start_timeout", 60.0)),

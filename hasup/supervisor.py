@@ -11,9 +11,11 @@ from __future__ import annotations
 import ipaddress
 import logging
 import math
+import os
+import secrets
 import time
 from collections.abc import AsyncIterator, Callable, Sequence
-from contextlib import AsyncExitStack
+from contextlib import AsyncExitStack, aclosing
 from types import TracebackType
 from typing import Any
 
@@ -22,7 +24,8 @@ import attrs
 from anyio.abc import TaskGroup, TaskStatus
 from anyio.streams.memory import MemoryObjectSendStream
 
-from ._errors import BackendError, HasupError
+from ._errors import BackendError, ConfigError, HasupError
+from ._hooks import HookEvent, HookRunner
 from ._notify import SystemdNotifier
 from ._statefile import StateFile
 from .backends import ServiceBackend
@@ -77,9 +80,19 @@ class Supervisor:
         probes: Sequence[Probe] | None = None,
         transport: DatagramTransport | None = None,
         state_file: StateFile | None = None,  # or hasup.testing.MemoryStateFile
+        notify_systemd: bool = True,
     ) -> None:
         self.config = config
+        if backend is None and config.backend_kind == "callback":
+            raise ConfigError(
+                'backend = "callback" needs the backend object: Supervisor(config, backend=CallbackBackend(...))',
+                file=config.file,
+                key="service.backend",
+            )
+        #: The supervisor closes only a backend it created itself.
+        self._owns_backend = backend is None
         self.backend = backend if backend is not None else config.make_backend()
+        self._notify_systemd = notify_systemd
         self.probes = list(probes) if probes is not None else config.make_probes(self.backend)
         self._transport = transport
         self._state_file = state_file or StateFile(config.node.state_dir)
@@ -100,7 +113,9 @@ class Supervisor:
         self._status_port: int | None = None
         self._warned_preempt = False
         self._send_link_down = False
+        #: Python callables (sync or async) called with every state change event.
         self.hooks: list[Callable[[SupervisorEvent], Any]] = []
+        self._hook_runner = HookRunner(config.notify)
 
     # ------------------------------------------------------------------ public API
     @property
@@ -143,6 +158,9 @@ class Supervisor:
         """Core counters plus the supervisor's own (send errors, backend latencies)."""
         stats: dict[str, float] = dict(self._node.statistics()) if self._node else {}
         stats.update(self._stats)
+        if self._hook_runner.runs:
+            stats["notify_hook_runs"] = self._hook_runner.runs
+            stats["notify_hook_failures"] = self._hook_runner.failures
         return stats
 
     def snapshot(self) -> dict[str, Any]:
@@ -179,6 +197,13 @@ class Supervisor:
             self.node.set_maintenance(on, anyio.current_time())
             await self._flush()
 
+    async def forget_peer(self, name: str) -> None:
+        if not any(p.name == name for p in self.node.peers()):
+            raise ValueError(f"no peer named {name!r}")
+        async with self._lock:
+            self.node.forget_peer(name, anyio.current_time())
+            await self._flush()
+
     async def confirm_stopped(self) -> None:
         async with self._lock:
             self.node.confirm_stopped(anyio.current_time())
@@ -213,8 +238,12 @@ class Supervisor:
         start_state = attrs.evolve(persisted or PersistentState(), epoch=epoch)
         await self._state_file.asave(start_state)  # before the first send
         if self._transport is None:
-            self._transport = await open_udp_transport(self.config.group.listen)
-        notifier = SystemdNotifier.from_environment()
+            listen = self.config.group.listen
+            try:
+                self._transport = await open_udp_transport(listen)
+            except OSError as exc:
+                raise HasupError(f"cannot listen on {listen[0]}:{listen[1]}/udp: {exc.strerror or exc}") from None
+        notifier = SystemdNotifier.from_environment() if self._notify_systemd else None
         try:
             initial = await self._initial_status()
             now = anyio.current_time()
@@ -236,6 +265,7 @@ class Supervisor:
                 tg.start_soon(self._receiver)
                 tg.start_soon(self._executor)
                 tg.start_soon(self._watcher)
+                tg.start_soon(self._hook_runner.run)
                 for probe in self.probes:
                     tg.start_soon(self._prober, probe)
                 if self.config.status.listen is not None:
@@ -260,10 +290,11 @@ class Supervisor:
                 await probe.aclose()
             except Exception:  # noqa: BLE001 - closing must not mask the real outcome
                 log.debug("closing %s failed", probe.describe(), exc_info=True)
-        try:
-            await self.backend.aclose()
-        except Exception:  # noqa: BLE001
-            log.debug("closing the backend failed", exc_info=True)
+        if self._owns_backend:
+            try:
+                await self.backend.aclose()
+            except Exception:  # noqa: BLE001
+                log.debug("closing the backend failed", exc_info=True)
         if self._transport is not None:
             await self._transport.aclose()
 
@@ -406,6 +437,10 @@ class Supervisor:
             "state", action.state, action.previous, action.reason, action.term, anyio.current_time(), time.time()
         )
         self._publish(event)
+        self._hook_runner.submit(
+            HookEvent(action.state, action.previous, self.config.node.name, self.config.group.id, action.term,
+                      action.reason)
+        )
         for hook in list(self.hooks):
             try:
                 result = hook(event)
@@ -440,9 +475,10 @@ class Supervisor:
         backoff = 0.1
         while True:
             try:
-                async for status in self.backend.watch():
-                    backoff = 0.1
-                    await self._observed(status)
+                async with aclosing(self.backend.watch()) as statuses:
+                    async for status in statuses:
+                        backoff = 0.1
+                        await self._observed(status)
             except BackendError as exc:
                 log.warning("service watch failed: %s; retrying in %.1f s", exc, backoff)
                 await self._input(lambda n, now: n.service_status(ServiceStatus.UNKNOWN, now))
@@ -488,7 +524,24 @@ class Supervisor:
         listen = self.config.status.listen
         assert listen is not None
         host = f"[{listen[0]}]" if ":" in listen[0] else listen[0]
-        await serve_http(f"{host}:{listen[1]}", StatusAPI(self).handle, task_status=task_status)
+        token = await anyio.to_thread.run_sync(self._write_control_token)
+        await serve_http(f"{host}:{listen[1]}", StatusAPI(self, token).handle, task_status=task_status)
+
+    def _write_control_token(self) -> str | None:
+        """A fresh secret for operator commands, readable only by hasup's user."""
+        path = self._state_file.dir / "control.token"
+        token = secrets.token_hex(16)
+        try:
+            self._state_file.dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+            tmp = path.with_suffix(".tmp")
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+            with os.fdopen(fd, "w") as fh:
+                fh.write(token + "\n")
+            os.replace(tmp, path)
+        except OSError as exc:
+            log.warning("operator commands disabled: cannot write %s: %s", path, exc)
+            return None
+        return token
 
     # ------------------------------------------------------------------ helpers
     def _count(self, key: str) -> None:

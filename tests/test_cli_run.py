@@ -35,7 +35,7 @@ def answers(port: int) -> bool:
 
 
 class Node:
-    def __init__(self, tmp: Path, name: str, priority: int, udp: int, peer: int) -> None:
+    def __init__(self, tmp: Path, name: str, priority: int, udp: int, peer: int, extra: str = "") -> None:
         self.name = name
         self.http = free_port(socket.SOCK_STREAM)
         self.status_port = free_port(socket.SOCK_STREAM)
@@ -68,6 +68,7 @@ class Node:
                 listen = "127.0.0.1:{self.status_port}"
                 """
             )
+            + extra
         )
         self.proc: subprocess.Popen[bytes] | None = None
 
@@ -180,3 +181,64 @@ def test_sighup_with_a_bad_config_keeps_running(pair: tuple[Node, Node]) -> None
     wait_until(lambda: a.status().get("priority") == 120, timeout=20, what="reloaded priority")
     os.kill(a.proc.pid, signal.SIGTERM)
     assert a.proc.wait(10) == 0
+
+
+def hasup_cli(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "hasup", *args], capture_output=True, text=True, timeout=60)
+
+
+def test_switchover_maintenance_metrics_and_hooks(tmp_path: Path) -> None:
+    subprocess.run([sys.executable, "-m", "hasup", "keygen", str(tmp_path / "group.key")], check=True,
+                   capture_output=True)
+    events = tmp_path / "events.txt"
+    hook = textwrap.dedent(
+        f"""
+        [[notify]]
+        on = ["MASTER", "BACKUP", "FAULT", "STOP"]
+        command = ["/bin/sh", "-c", "echo $HASUP_NODE $HASUP_PREVIOUS_STATE $HASUP_STATE >> {events}"]
+        timeout = "5s"
+        [[notify]]
+        on = ["MASTER"]
+        command = ["/bin/false"]
+        """
+    )
+    ua, ub = free_port(socket.SOCK_DGRAM), free_port(socket.SOCK_DGRAM)
+    a = Node(tmp_path, "edge-a", 100, ua, ub, hook)
+    b = Node(tmp_path, "edge-b", 90, ub, ua, hook)
+    try:
+        a.start()
+        b.start()
+        wait_until(lambda: a.state() == "MASTER" and b.state() == "BACKUP", timeout=20, what="a MASTER")
+        sampler = Sampler([a, b])
+        sampler.start()
+        try:
+            refused = hasup_cli("switchover", "-c", str(b.config))
+            assert refused.returncode == 1 and "only the MASTER can switch over" in refused.stderr
+            done = hasup_cli("switchover", "-c", str(a.config))
+            assert done.returncode == 0, done.stderr
+            assert "switched over to edge-b" in done.stdout
+            wait_until(lambda: answers(b.http), timeout=10, what="b serving")
+            # the old master went into maintenance, so preemption does not take it straight back
+            assert a.status()["maintenance"] is True
+            status = hasup_cli("status", "-c", str(a.config))
+            assert "edge-a: BACKUP" in status.stdout and "peer edge-b" in status.stdout
+            with urllib.request.urlopen(f"http://127.0.0.1:{a.status_port}/metrics", timeout=2) as r:
+                metrics = r.read().decode()
+            assert 'hasup_state{node="edge-a",state="BACKUP"} 1.0' in metrics
+            off = hasup_cli("maintenance", "off", "-c", str(a.config))
+            assert off.returncode == 0, off.stderr
+            wait_until(lambda: a.state() == "MASTER" and answers(a.http) and not answers(b.http), timeout=20,
+                       what="a takes back after maintenance off")
+        finally:
+            sampler.running = False
+            sampler.join()
+        assert sampler.both_active() == []
+        wait_until(lambda: events.read_text().count("edge-a CLAIMING MASTER") == 2, timeout=10, what="hooks ran")
+        lines = events.read_text().splitlines()
+        # only the subscribed states, in order: a MASTER, a BACKUP (after the switchover), b MASTER, ...
+        assert "edge-a RELEASING BACKUP" in lines and "edge-b CLAIMING MASTER" in lines
+        assert not any(line.endswith(("RELEASING", "CLAIMING")) for line in lines)
+        assert a.status()["statistics"]["notify_hook_failures"] >= 1  # /bin/false is counted, not fatal
+    finally:
+        for n in (a, b):
+            n.stop()

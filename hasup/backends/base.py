@@ -7,7 +7,7 @@ once, at this boundary (``raise BackendUnavailable(...) from exc``).
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator
 from typing import TYPE_CHECKING, ClassVar
 
 import anyio
@@ -58,7 +58,7 @@ class ServiceBackend(AsyncResource):
     async def status(self) -> ServiceStatus:
         raise NotImplementedError
 
-    async def watch(self) -> AsyncIterator[ServiceStatus]:
+    async def watch(self) -> AsyncGenerator[ServiceStatus, None]:
         """Yield the service status whenever it changes (first value: the current one)."""
         last: ServiceStatus | None = None
         while True:

@@ -10,8 +10,9 @@ It cannot be configured from a file: there is nothing a TOML value could name.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Awaitable, Callable
-from typing import TYPE_CHECKING, ClassVar, NoReturn
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable
+from contextlib import aclosing
+from typing import TYPE_CHECKING, ClassVar, NoReturn, cast
 
 from .._errors import BackendError, HasupError, ServiceFailed
 from ..protocol._enums import ServiceStatus
@@ -94,10 +95,13 @@ class CallbackBackend(ServiceBackend):
             raise BackendError(f"status callback failed: {exc!r}") from exc
         return _checked(result)
 
-    async def watch(self) -> AsyncIterator[ServiceStatus]:
+    async def watch(self) -> AsyncGenerator[ServiceStatus, None]:
         if self._watch is None:
-            async for status in super().watch():
-                yield status
+            # the base watch() is an async generator: close it with ours
+            polling = cast("AsyncGenerator[ServiceStatus, None]", super().watch())
+            async with aclosing(polling) as statuses:
+                async for status in statuses:
+                    yield status
             return
         iterator = self._watch()
         try:

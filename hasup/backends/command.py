@@ -23,8 +23,9 @@ import shutil
 import signal
 import subprocess
 import sys
-from collections.abc import AsyncIterator, Mapping, Sequence
-from typing import TYPE_CHECKING, Any, ClassVar
+from collections.abc import AsyncGenerator, Mapping, Sequence
+from contextlib import aclosing
+from typing import TYPE_CHECKING, Any, ClassVar, cast
 
 import anyio
 import attrs
@@ -61,7 +62,7 @@ _TAIL_LINES = 5
 # trio spawns processes from worker threads.
 # The shim ignores SIGTERM (stop() signals the whole group; the shim waits for the
 # service) and exits with the service's status, re-raising a terminating signal.
-_SHIM = """\
+_SHIM = r"""
 import os, select, signal, sys
 fd, report = int(sys.argv[1]), int(sys.argv[2])
 argv = sys.argv[3:]
@@ -73,7 +74,7 @@ reset = (signal.SIGTERM, signal.SIGINT, signal.SIGPIPE, signal.SIGXFSZ)
 try:
     pid = os.posix_spawnp(argv[0], argv, os.environ, setsigdef=reset)
 except OSError as exc:
-    sys.stderr.write(f"hasup: cannot run {argv[0]!r}: {exc}\\n")
+    sys.stderr.write(f"hasup: cannot run {argv[0]!r}: {exc}\n")
     os._exit(127)
 os.write(report, b"%d\n" % pid)
 os.close(report)
@@ -357,10 +358,13 @@ class CommandBackend(ServiceBackend):
             return self._assumed
         return await self._run_status(self.status_timeout)
 
-    async def watch(self) -> AsyncIterator[ServiceStatus]:
+    async def watch(self) -> AsyncGenerator[ServiceStatus, None]:
         if self.run_argv is None:
-            async for status in super().watch():
-                yield status
+            # the base watch() is an async generator: close it with ours
+            polling = cast("AsyncGenerator[ServiceStatus, None]", super().watch())
+            async with aclosing(polling) as statuses:
+                async for status in statuses:
+                    yield status
             return
         last: ServiceStatus | None = None
         while True:

@@ -155,7 +155,7 @@ class DockerBackend(ServiceBackend):
     max_threads: ClassVar[int] = 4
     #: Reconnect backoff of :meth:`watch` (seconds): first retry, cap.
     reconnect_initial: ClassVar[float] = 0.05
-    reconnect_max: ClassVar[float] = 2.0
+    reconnect_max: ClassVar[float] = 1.0
     #: HTTP timeout of ordinary SDK calls (``stop`` adds ``stop_timeout``).
     request_timeout: ClassVar[float] = 30.0
 
@@ -178,6 +178,10 @@ class DockerBackend(ServiceBackend):
         self._expect_running = False
         #: stop() calls in progress: seeing the container still running then is expected.
         self._stopping = 0
+        #: Bumped by start() and stop(): they change what status() says (FAILED →
+        #: STOPPED, STOPPED → expected running) without a Docker event, so every watch()
+        #: must report the next status even if it equals the last one it yielded.
+        self._generation = 0
         self._client: docker.DockerClient | None = None
         self._client_lock: anyio.Lock | None = None
         self._limiter: anyio.CapacityLimiter | None = None
@@ -288,6 +292,7 @@ class DockerBackend(ServiceBackend):
             self._refuse_restart_policy(info)
             state = info["State"]
             self._expect_running = True
+            self._generation += 1
             if state.get("Paused"):
                 await self._api("unpause", "unpause", self.container, abandon=False)
             elif not state.get("Running"):
@@ -398,6 +403,7 @@ class DockerBackend(ServiceBackend):
     async def stop(self) -> None:
         # From here on a die is the stop we asked for, not a failure.
         self._expect_running = False
+        self._generation += 1
         self._stopping += 1
         try:
             await self._stop()
@@ -510,7 +516,16 @@ class DockerBackend(ServiceBackend):
         exponential backoff and re-inspects the container to resynchronise.
         """
         last: ServiceStatus | None = None
+        generation = self._generation
         backoff = self.reconnect_initial
+
+        def changed(new: ServiceStatus) -> bool:
+            nonlocal last, generation
+            if new is last and generation == self._generation:
+                return False
+            last, generation = new, self._generation
+            return True
+
         while True:
             stream: EventStream | None = None
             try:
@@ -518,13 +533,11 @@ class DockerBackend(ServiceBackend):
                 stream = await self._open_events()
                 current = await self.status()
                 backoff = self.reconnect_initial
-                if current is not last:
-                    last = current
+                if changed(current):
                     yield current
                 async for event in stream:
                     new = await self._status_after(event)
-                    if new is not None and new is not last:
-                        last = new
+                    if new is not None and changed(new):
                         yield new
             except BackendUnavailable:
                 pass
@@ -534,8 +547,7 @@ class DockerBackend(ServiceBackend):
                     self._streams.discard(stream)
             if self._closed:
                 return
-            if last is not ServiceStatus.UNKNOWN:
-                last = ServiceStatus.UNKNOWN
+            if changed(ServiceStatus.UNKNOWN):
                 yield ServiceStatus.UNKNOWN
             await anyio.sleep(backoff)
             backoff = min(backoff * 2, self.reconnect_max)

@@ -51,6 +51,8 @@ class ProbeOptions:
             raise section.error("witness", 'a witness probe must have when = "always"')
         interval = section.get_duration("interval", 5.0, min=0.01)
         timeout = section.get_duration("timeout", min(2.0, interval), min=0.001)
+        if timeout > interval:
+            raise section.error("timeout", f"must not be longer than interval ({interval:g}s)")
         return cls(
             name=name,
             interval=interval,

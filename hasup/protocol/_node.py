@@ -32,6 +32,8 @@ __all__ = ["Node"]
 
 INF = float("inf")
 _RESIGNING = (State.FAULT, State.STOPPING, State.RELEASING)
+# Plain ints for the hot path: IntFlag operators build enum members, ints do not.
+_QUERY = int(Flag.QUERY)
 
 
 class Node:
@@ -46,6 +48,7 @@ class Node:
         persisted: PersistentState | None = None,
     ) -> None:
         self.config = config
+        self._config_hash = config.config_hash  # computed once: it is in every heartbeat
         saved = persisted or PersistentState()
         if boot_epoch <= saved.epoch:
             raise ValueError("boot_epoch must be larger than the persisted epoch")
@@ -62,7 +65,9 @@ class Node:
         self._service_since = now
         self._pending: StartService | StopService | None = None
         self._stop_unconfirmed = False
-        self._peers: dict[Address, PeerView] = {p.address: PeerView(p.address, p.name, p.name) for p in config.peers}
+        self._peers: dict[Address, PeerView] = {
+            p.address: PeerView(p.address, p.name, p.name) for p in config.peers
+        }
         self._marks = dict(saved.peer_marks)
         for peer in self._peers.values():
             if peer.name and peer.name in self._marks:
@@ -307,6 +312,18 @@ class Node:
         self._update(now)
         return best.name
 
+    def forget_peer(self, name: str, now: float) -> None:
+        """Clear a peer's replay high-water mark (``hasup forget-peer``), e.g. after its
+        state directory was wiped and it restarted with a lower epoch."""
+        for peer in self._peers.values():
+            if peer.name == name:
+                peer.mark = (0, 0)
+                if peer.configured_name is None:
+                    peer.name = None
+        self._marks.pop(name, None)
+        self._persist(now)
+        self._update(now)
+
     def shutdown(self, now: float, *, leave_running: bool = False, hold: float = 0.0) -> None:
         """Resign: stop the service (or leave it running for ``hold`` seconds of grace)."""
         if self._state == State.STOPPING:
@@ -317,7 +334,9 @@ class Node:
         else:
             self._hold = 0.0
             self._persist(now, role=State.BACKUP)
-        self._set_state(Event.SHUTDOWN, now, "shutdown" + (" (leaving the service running)" if leave_running else ""))
+        self._set_state(
+            Event.SHUTDOWN, now, "shutdown" + (" (leaving the service running)" if leave_running else "")
+        )
         if not leave_running and self.holder and not isinstance(self._pending, StopService):
             self._stop(now, "shutdown")
         self._update(now)
@@ -329,10 +348,6 @@ class Node:
     def _accept(self, peer: PeerView, hb: Heartbeat, now: float) -> None:
         self._stats["received"] += 1
         was_live = peer.live(now)
-        changed = peer.last is None or (peer.last.state, peer.last.flags & ~Flag.QUERY) != (
-            hb.state,
-            hb.flags & ~Flag.QUERY,
-        )
         peer.mark = (hb.epoch, hb.seq)
         peer.last = hb
         peer.last_rx = now
@@ -348,17 +363,17 @@ class Node:
                 peer.down_at = max(peer.down_at, now + hb.hold_ms / 1000)
             elif not hb.active:
                 peer.down_at = now  # resigned: gone at once, no need to wait
-        mismatch = hb.config_hash != self.config.config_hash
+        mismatch = hb.config_hash != self._config_hash
         if mismatch and not peer.config_mismatch:
-            self._alarm("config_mismatch", f"peer {hb.name} has different group settings (advert, quorum, size)")
+            self._alarm(
+                "config_mismatch", f"peer {hb.name} has different group settings (advert, quorum, size)"
+            )
         peer.config_mismatch = mismatch
         if not was_live:
             peer.alive_since = now
             peer.conflict_since = None
-        if hb.flags & Flag.QUERY or not was_live:
+        if int(hb.flags) & _QUERY or not was_live:
             self._send_to(peer.address, now)  # answer at once; a returning peer learns us fast
-        if changed and not was_live:
-            pass
 
     def _set_service(self, status: ServiceStatus, now: float) -> None:
         was_holder = self.holder
@@ -375,11 +390,10 @@ class Node:
         """A pushed non-RUNNING status while no action of ours is in flight."""
         if self._state in (State.MASTER, State.CLAIMING):
             self._fault(now, f"service {status.value}")
-        elif status is not ServiceStatus.STOPPED and self._state not in (State.INIT,):
+        elif status is ServiceStatus.FAILED and self._state in (State.BACKUP, State.FAULT, State.RELEASING):
             # A holder that is not MASTER (failed, unknown, started behind our back):
             # make sure it is stopped, but it is never a fault.
-            if self._state in (State.BACKUP, State.FAULT, State.RELEASING) and status is ServiceStatus.FAILED:
-                self._stop(now, f"service {status.value} while {self._state.name}")
+            self._stop(now, f"service {status.value} while {self._state.name}")
 
     def _set_state(self, event: Event, now: float, reason: str) -> None:
         previous = self._state
@@ -477,19 +491,21 @@ class Node:
 
     # ---------------------------------------------------------------- heartbeats
     def _flags(self) -> Flag:
-        flags = Flag.NONE
+        flags = 0
         if self.holder:
-            flags |= Flag.ACTIVE
+            flags |= Flag.ACTIVE.value
         if self._takeover_requested_at is not None:
-            flags |= Flag.TAKEOVER
+            flags |= Flag.TAKEOVER.value
         if self._maintenance:
-            flags |= Flag.MAINTENANCE
-        return flags
+            flags |= Flag.MAINTENANCE.value
+        return Flag(flags)
 
     def _heartbeat(self, now: float, extra: Flag = Flag.NONE) -> Heartbeat:
         self._seq += 1
         self._sent_log.append((self._seq, now))
-        horizon = now - 2 * max([self.config.advert_interval * 4, *(p.advert * 4 + 1 for p in self._peers.values())])
+        horizon = now - 2 * max(
+            [self.config.advert_interval * 4, *(p.advert * 4 + 1 for p in self._peers.values())]
+        )
         while self._sent_log and self._sent_log[0][1] < horizon:
             self._sent_log.popleft()
         return Heartbeat(
@@ -501,9 +517,9 @@ class Node:
             state=self._state,
             base_priority=self.config.priority,
             effective_priority=self.effective_priority,
-            flags=self._flags() | extra,
+            flags=self._flags() | extra if extra else self._flags(),
             advert_ms=self.config.advert_ms,
-            config_hash=self.config.config_hash,
+            config_hash=self._config_hash,
             acks={p.name: p.mark for p in self._peers.values() if p.name and p.last is not None},
             release_target=self._release_target if self._state == State.RELEASING else None,
             release_budget_ms=round(self._release_budget() * 1000),
@@ -548,7 +564,11 @@ class Node:
     def _decide(self, now: float) -> None:
         cfg = self.config
         live = [p for p in self._peers.values() if p.live(now)]
-        if self._link_up and self._link_bad_at > -INF and now - self._link_bad_at > self.master_down_interval():
+        if (
+            self._link_up
+            and self._link_bad_at > -INF
+            and now - self._link_bad_at > self.master_down_interval()
+        ):
             self._link_bad_at = -INF
         quorum = not cfg.quorum_required or (1 + len(live)) * 2 > cfg.group_size
         if quorum:
@@ -586,7 +606,9 @@ class Node:
                 self._fault(now, f"no majority: hear {1 + len(live)} of {cfg.group_size}")
                 return
             if self.holder and state == State.MASTER and self._probes.witness_failing():
-                silent = all(p.last_rx is None or now - p.last_rx >= 2 * p.advert for p in self._peers.values())
+                silent = all(
+                    p.last_rx is None or now - p.last_rx >= 2 * p.advert for p in self._peers.values()
+                )
                 if silent:
                     self._fault(now, "isolated: no peer heard and the witness fails")
                     return
@@ -600,9 +622,12 @@ class Node:
             return
 
         # --- conflicts (rule 5) ------------------------------------------------------
-        if self.holder and state in (State.INIT, State.BACKUP, State.CLAIMING, State.MASTER):
-            if self._resolve_conflicts(live, now):
-                return
+        if (
+            self.holder
+            and state in (State.INIT, State.BACKUP, State.CLAIMING, State.MASTER)
+            and self._resolve_conflicts(live, now)
+        ):
+            return
 
         if state == State.INIT:
             self._decide_init(live, now)
@@ -625,7 +650,9 @@ class Node:
                 if peer.state == State.MASTER or peer.rank > me:
                     if self._state == State.CLAIMING:
                         self._set_state(Event.ABORT_CLAIM, now, f"{peer.name} holds the service")
-                    self._stop(now, f"{peer.name} ({peer.state.name if peer.state else '?'}) holds the service")
+                    self._stop(
+                        now, f"{peer.name} ({peer.state.name if peer.state else '?'}) holds the service"
+                    )
                     return True
                 continue
             if peer.state != State.MASTER:
@@ -649,13 +676,18 @@ class Node:
             else:
                 we_yield = ours[2] < theirs[2]
             if we_yield:
-                self._release(now, peer.name, f"split brain: {peer.name} (term {peer.last.term}) keeps the service")
+                self._release(
+                    now, peer.name, f"split brain: {peer.name} (term {peer.last.term}) keeps the service"
+                )
                 return True
-        if self._state == State.MASTER and self._renotify:
-            if not any(p.active and p.state == State.MASTER for p in live):
-                self._renotify = False
-                self._clear_alarm("one_way_loss")
-                self._actions.append(Notify(State.MASTER, State.MASTER, self._term, "split brain resolved"))
+        if (
+            self._state == State.MASTER
+            and self._renotify
+            and not any(p.active and p.state == State.MASTER for p in live)
+        ):
+            self._renotify = False
+            self._clear_alarm("one_way_loss")
+            self._actions.append(Notify(State.MASTER, State.MASTER, self._term, "split brain resolved"))
         return False
 
     def _decide_init(self, live: list[PeerView], now: float) -> None:
@@ -668,7 +700,9 @@ class Node:
             and now >= self._started_at + 1.5 * cfg.advert_interval
             and not any(p.active and p.state == State.MASTER for p in live)
         ):
-            self._set_state(Event.RESUME, now, f"resumed MASTER (term {self._term}) without restarting the service")
+            self._set_state(
+                Event.RESUME, now, f"resumed MASTER (term {self._term}) without restarting the service"
+            )
             return
         if not self.holder and any(p.active and p.state == State.MASTER for p in live):
             # A serving MASTER answers the question the listen period asks.
@@ -714,7 +748,10 @@ class Node:
             reason = "no MASTER"
             if gone:
                 last = max(gone, key=lambda p: p.last_rx or -INF)
-                reason = f"peer {last.name} silent for {now - (last.last_rx or now):.3f} s"
+                if last.state == State.STOPPING:
+                    reason = f"peer {last.name} resigned"
+                else:
+                    reason = f"peer {last.name} silent for {now - (last.last_rx or now):.3f} s"
             elif any(p.state in _RESIGNING for p in live):
                 reason = "MASTER resigned"
             self._claim(now, reason)
@@ -788,7 +825,11 @@ class Node:
         if self._release_deadline == INF:
             self._release_deadline = now + 2 * self.master_down_interval()
         target = next((p for p in self._peers.values() if p.name == self._release_target), None)
-        taken = target is not None and target.live(now) and (target.state in (State.CLAIMING, State.MASTER) or target.active)
+        taken = (
+            target is not None
+            and target.live(now)
+            and (target.state in (State.CLAIMING, State.MASTER) or target.active)
+        )
         if taken or target is None or not target.live(now) or now >= self._release_deadline:
             self._release_target = None
             self._release_deadline = INF
@@ -815,11 +856,10 @@ class Node:
             if not (peer.live(now) and peer.active and peer.last_rx is not None):
                 peer.next_query = None
                 continue
-            if now - peer.last_rx >= 2 * peer.advert:
-                if peer.next_query is None or now >= peer.next_query:
-                    self._send_to(peer.address, now, Flag.QUERY)
-                    self._stats["queries"] += 1
-                    peer.next_query = now + peer.advert / 4
+            if now - peer.last_rx >= 2 * peer.advert and (peer.next_query is None or now >= peer.next_query):
+                self._send_to(peer.address, now, Flag.QUERY)
+                self._stats["queries"] += 1
+                peer.next_query = now + peer.advert / 4
 
     def _compute_timer(self, now: float) -> float | None:
         cfg = self.config
@@ -842,8 +882,11 @@ class Node:
         if self._preempt_since is not None:
             candidates.append(self._preempt_since + cfg.preempt_delay)
         if self._takeover_requested_at is not None:
-            candidates.append(self._takeover_requested_at + self._release_budget() + 4 * max(
-                [cfg.advert_interval, *(p.advert for p in self._peers.values())]))
+            candidates.append(
+                self._takeover_requested_at
+                + self._release_budget()
+                + 4 * max([cfg.advert_interval, *(p.advert for p in self._peers.values())])
+            )
         candidates.append(self._takeover_not_before)
         candidates.append(self._holddown_until)
         candidates.append(self._release_deadline)

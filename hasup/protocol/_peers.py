@@ -10,6 +10,10 @@ from ._wire import Flag, Heartbeat
 
 __all__ = ["PeerView", "down_interval", "skew_time"]
 
+# Plain ints for the hot path: IntFlag operators build enum members, ints do not.
+_ACTIVE = int(Flag.ACTIVE)
+_MAINTENANCE = int(Flag.MAINTENANCE)
+
 
 def skew_time(own_priority: int, peer_advert: float) -> float:
     """RFC 5798 skew: ``(256 - priority) * advert / 256``; higher priority waits less."""
@@ -50,7 +54,7 @@ class PeerView:
 
     @property
     def active(self) -> bool:
-        return self.last is not None and bool(self.last.flags & Flag.ACTIVE)
+        return self.last is not None and bool(int(self.last.flags) & _ACTIVE)
 
     @property
     def advert(self) -> float:
@@ -90,7 +94,7 @@ class PeerView:
             hb is not None
             and hb.state == State.BACKUP
             and hb.effective_priority > 0
-            and not hb.flags & Flag.MAINTENANCE
+            and not int(hb.flags) & _MAINTENANCE
         )
 
     def candidate(self) -> bool:
@@ -98,5 +102,5 @@ class PeerView:
         still in its start-up listen (it will be a BACKUP in a moment)."""
         hb = self.last
         if hb is not None and hb.state == State.INIT:
-            return hb.effective_priority > 0 and not hb.flags & Flag.MAINTENANCE
+            return hb.effective_priority > 0 and not int(hb.flags) & _MAINTENANCE
         return self.eligible()

@@ -88,7 +88,7 @@ class ProbeTracker:
             w = p.spec.weight
             if w is None:
                 continue
-            if w > 0 and p.healthy or w < 0 and not p.healthy:
+            if (w > 0 and p.healthy) or (w < 0 and not p.healthy):
                 total += w
         return total
 

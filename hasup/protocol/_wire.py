@@ -190,7 +190,7 @@ def encode(hb: Heartbeat, keys: KeyRing) -> bytes:
     if hb.hold_ms:
         parts.append(struct.pack("!BHI", Tlv.HOLD_MS, 4, hb.hold_ms))
     body = b"".join(parts)
-    return body + hmac.new(keys.keys[keys.send_id], body, hashlib.sha256).digest()
+    return body + hmac.digest(keys.keys[keys.send_id], body, "sha256")
 
 
 def decode(data: bytes, keys: KeyRing, group: int) -> Heartbeat | Drop:
@@ -207,7 +207,7 @@ def decode(data: bytes, keys: KeyRing, group: int) -> Heartbeat | Drop:
     if key is None:
         return Drop.UNKNOWN_KEY
     body, tag = data[:-TAG_LEN], data[-TAG_LEN:]
-    if not hmac.compare_digest(hmac.new(key, body, hashlib.sha256).digest(), tag):
+    if not hmac.compare_digest(hmac.digest(key, body, "sha256"), tag):
         return Drop.BAD_TAG
     try:
         return _parse(body, key_id, group)

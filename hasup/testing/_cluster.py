@@ -174,7 +174,12 @@ class NodeCluster:
             self._service_up(sim)
         sim.node = Node(sim.config, boot_epoch=epoch, now=self.now, persisted=sim.persisted)
         self._log(sim, "boot" if sim.boots == 1 else "restart")
-        self._input(sim, lambda n: n.service_status(ServiceStatus.RUNNING if sim.running else ServiceStatus.STOPPED, self.now))
+        self._input(
+            sim,
+            lambda n: n.service_status(
+                ServiceStatus.RUNNING if sim.running else ServiceStatus.STOPPED, self.now
+            ),
+        )
 
     def kill(self, name: str) -> None:
         """Power off: the node and its service vanish at once."""
@@ -291,13 +296,22 @@ class NodeCluster:
 
     def first(self, kind: str, name: str | None = None, after: float = 0.0) -> ClusterEvent | None:
         return next(
-            (e for e in self.events if e.kind == kind and e.time >= after and (name is None or e.node == name)),
+            (
+                e
+                for e in self.events
+                if e.kind == kind and e.time >= after and (name is None or e.node == name)
+            ),
             None,
         )
 
     # ------------------------------------------------------------------ internals
     def _log(
-        self, sim: SimNode, kind: str, detail: str = "", state: State | None = None, previous: State | None = None
+        self,
+        sim: SimNode,
+        kind: str,
+        detail: str = "",
+        state: State | None = None,
+        previous: State | None = None,
     ) -> None:
         self.events.append(ClusterEvent(self.now, sim.name, kind, detail, state, previous))
 
@@ -358,7 +372,9 @@ class NodeCluster:
         elif isinstance(action, Persist):
             sim.persisted = action.state
         elif isinstance(action, Alarm):
-            self._log(sim, "alarm", f"{action.kind}: {action.detail}" if action.active else f"{action.kind} cleared")
+            self._log(
+                sim, "alarm", f"{action.kind}: {action.detail}" if action.active else f"{action.kind} cleared"
+            )
         elif isinstance(action, StartService):
             begin = max(self.now, sim.busy_until)
             sim.busy_until = begin + self.start_time

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import math
 import random
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator
 
 import anyio
 from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
@@ -59,7 +59,7 @@ class MemoryNetwork:
             return
         self.delivered += 1
         self.last_delivery[(src, dst)] = anyio.current_time()
-        target._inbox_send.send_nowait((data, src))  # noqa: SLF001
+        target._inbox_send.send_nowait((data, src))
 
 
 class MemoryTransport:
@@ -80,7 +80,7 @@ class MemoryTransport:
     async def send(self, data: bytes, address: Address) -> None:
         if self.closed:
             raise OSError("transport closed")
-        self._network._deliver(self._address, data, address)  # noqa: SLF001
+        self._network._deliver(self._address, data, address)
 
     async def receive(self) -> tuple[bytes, Address]:
         return await self._inbox.receive()
@@ -172,7 +172,7 @@ class MockBackend(ServiceBackend):
     async def status(self) -> ServiceStatus:
         return self._status()
 
-    async def watch(self) -> AsyncIterator[ServiceStatus]:
+    async def watch(self) -> AsyncGenerator[ServiceStatus, None]:
         send, receive = anyio.create_memory_object_stream[ServiceStatus](math.inf)
         self._watchers.append(send)
         try:

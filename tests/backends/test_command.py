@@ -11,6 +11,7 @@ import sys
 import textwrap
 import time
 import tomllib
+from contextlib import aclosing
 from pathlib import Path
 
 import anyio
@@ -211,10 +212,11 @@ async def test_polling_watch(tmp_path: Path) -> None:
         async with anyio.create_task_group() as tg:
 
             async def watch() -> None:
-                async for status in backend.watch():
-                    seen.append(status)
-                    if status is ServiceStatus.RUNNING:
-                        tg.cancel_scope.cancel()
+                async with aclosing(backend.watch()) as statuses:
+                    async for status in statuses:
+                        seen.append(status)
+                        if status is ServiceStatus.RUNNING:
+                            tg.cancel_scope.cancel()
 
             tg.start_soon(watch)
             (tmp_path / "state").touch()  # the service starts behind hasup's back
@@ -386,12 +388,13 @@ async def test_watch_reports_crash_at_once(tmp_path: Path) -> None:
         async with anyio.create_task_group() as tg:
 
             async def watch() -> None:
-                async for status in backend.watch():
-                    seen.append(status)
-                    if status is ServiceStatus.RUNNING:
-                        os.kill(pid, signal.SIGKILL)  # the service crashes
-                    if status is ServiceStatus.FAILED:
-                        tg.cancel_scope.cancel()
+                async with aclosing(backend.watch()) as statuses:
+                    async for status in statuses:
+                        seen.append(status)
+                        if status is ServiceStatus.RUNNING:
+                            os.kill(pid, signal.SIGKILL)  # the service crashes
+                        if status is ServiceStatus.FAILED:
+                            tg.cancel_scope.cancel()
 
             tg.start_soon(watch)
     assert seen == [ServiceStatus.RUNNING, ServiceStatus.FAILED]
@@ -413,9 +416,10 @@ async def test_watch_follows_start_and_stop() -> None:
         async with anyio.create_task_group() as tg:
 
             async def watch() -> None:
-                async for status in backend.watch():
-                    seen.append(status)
-                    got.set()
+                async with aclosing(backend.watch()) as statuses:
+                    async for status in statuses:
+                        seen.append(status)
+                        got.set()
 
             tg.start_soon(watch)
             await got.wait()

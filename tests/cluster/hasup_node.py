@@ -16,6 +16,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -204,6 +205,13 @@ class HasupCluster:
         for node in self.nodes:
             while node.listening_pids(SERVICE_PORT) and time.monotonic() < deadline:
                 time.sleep(0.02)
+
+    def wipe_state(self) -> None:
+        """Forget every node's persisted state (a fresh install); only while hasup is stopped."""
+        for node in self.nodes:
+            state = self.node_dir(node) / "state"
+            shutil.rmtree(state, ignore_errors=True)
+            state.mkdir(parents=True)
 
     def resign(self, node: Node, timeout: float = 15.0) -> int | None:
         """SIGTERM: graceful resign (stops the service, a peer takes over at once)."""

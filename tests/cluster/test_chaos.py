@@ -193,9 +193,8 @@ def test_partition_and_heal(cluster: Cluster) -> None:
     t_one = c.obs.wait_serving(c.obs.serving(), timeout=2 * md + 10, hold=1.0)
     tl = c.obs.timeline()
     dual = sum(i.length for i in tl.dual_active(t_cut, t_heal))
-    print(
-        f"partition ({c.advert}): dual-active in the cut {dual:.3f}s; one active {t_one - t_heal:.3f}s after heal"
-    )
+    after = t_one - t_heal
+    print(f"partition ({c.advert}): dual-active in the cut {dual:.3f}s; one active {after:.3f}s after heal")
     assert t_one - t_heal <= 2 * md, f"{t_one - t_heal:.3f}s after heal (> {2 * md:.3f}s)"
 
 

@@ -7,6 +7,7 @@ import socket
 import tomllib
 from collections.abc import AsyncIterator, Mapping
 from pathlib import Path
+from typing import Any
 
 import anyio
 import httpx
@@ -125,7 +126,7 @@ async def test_http_hung_service_fails_within_timeout(silent_server: int) -> Non
 # -- http: status logic with MockTransport --------------------------------------------------
 
 
-def mock_probe(status: int, expect: str, **kwargs: object) -> HttpProbe:
+def mock_probe(status: int, expect: str, **kwargs: Any) -> HttpProbe:
     seen: list[httpx.Request] = []
 
     def respond(request: httpx.Request) -> httpx.Response:

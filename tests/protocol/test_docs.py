@@ -14,7 +14,9 @@ DOC = ROOT / "docs" / "protocol.md"
 
 
 def run(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, str(SCRIPT), *args], capture_output=True, text=True, cwd=ROOT, check=False)
+    return subprocess.run(
+        [sys.executable, str(SCRIPT), *args], capture_output=True, text=True, cwd=ROOT, check=False
+    )
 
 
 def test_protocol_doc_diagram_is_current() -> None:
@@ -30,7 +32,9 @@ def test_render_has_every_transition() -> None:
 
 def test_check_detects_drift(tmp_path: Path) -> None:
     stale = tmp_path / "protocol.md"
-    stale.write_text(DOC.read_text(encoding="utf-8").replace("FAULT --> BACKUP", "FAULT --> MASTER"), encoding="utf-8")
+    stale.write_text(
+        DOC.read_text(encoding="utf-8").replace("FAULT --> BACKUP", "FAULT --> MASTER"), encoding="utf-8"
+    )
     result = run("--check", str(stale))
     assert result.returncode == 1
     assert "out of date" in result.stderr

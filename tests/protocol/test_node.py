@@ -40,7 +40,9 @@ def config(**changes: Any) -> CoreConfig:
     return CoreConfig(**options)
 
 
-def from_b(seq: int, *, epoch: int = 5000, state: State = State.MASTER, active: bool = True, **changes: Any) -> bytes:
+def from_b(
+    seq: int, *, epoch: int = 5000, state: State = State.MASTER, active: bool = True, **changes: Any
+) -> bytes:
     fields: dict[str, Any] = {
         "group": GROUP,
         "name": "b",
@@ -163,7 +165,9 @@ def test_replay_does_not_extend_a_dead_masters_life() -> None:
     ],
 )
 @pytest.mark.parametrize("phase", ["init", "backup"])
-def test_bad_datagrams_never_change_state(data: bytes, addr: tuple[str, int], reason: str, phase: str) -> None:
+def test_bad_datagrams_never_change_state(
+    data: bytes, addr: tuple[str, int], reason: str, phase: str
+) -> None:
     node = boot()
     if phase == "backup":
         node.receive_datagram(from_b(1, epoch=100), B_ADDR, 0.1)

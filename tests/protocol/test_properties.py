@@ -160,7 +160,10 @@ class Runner:
             c.loss = op[1]
         elif kind == "partition":
             side = op[1]
-            c.partition([n for n, s in zip(names, side, strict=True) if s], [n for n, s in zip(names, side, strict=True) if not s])
+            c.partition(
+                [n for n, s in zip(names, side, strict=True) if s],
+                [n for n, s in zip(names, side, strict=True) if not s],
+            )
         elif kind == "block":
             if op[1] != op[2]:
                 c.block(names[op[1]], names[op[2]])
@@ -266,7 +269,11 @@ def run(sc: Scenario) -> Runner:
     runner = Runner(sc)
     runner.run()
     event(f"{len(sc.priorities)} nodes")
-    event(f"heal checks: {min(runner.heal_checks, 3)}+" if runner.heal_checks >= 3 else f"heal checks: {runner.heal_checks}")
+    event(
+        f"heal checks: {min(runner.heal_checks, 3)}+"
+        if runner.heal_checks >= 3
+        else f"heal checks: {runner.heal_checks}"
+    )
     return runner
 
 

@@ -16,8 +16,10 @@ def down(priority: int, advert: float) -> float:
 
 def settled(c: NodeCluster, master: str, timeout: float = 30.0) -> float:
     return c.run_until_true(
-        lambda: c.masters() == [master]
-        and all(s in (State.BACKUP, State.MASTER) for n, s in c.states().items() if s is not None),
+        lambda: (
+            c.masters() == [master]
+            and all(s in (State.BACKUP, State.MASTER) for n, s in c.states().items() if s is not None)
+        ),
         timeout=timeout,
     )
 
@@ -168,7 +170,7 @@ def test_coldstart_with_service_down_is_never_a_fault() -> None:
     probes = [ProbeSpec("http", when="active", fall=1, rise=1)]
     c = NodeCluster([("a", 100), ("b", 90)], probes=probes)
     c.start()
-    for t in range(5):  # the recipe's curl fails while nothing runs: not our business
+    for _ in range(5):  # the recipe's curl fails while nothing runs: not our business
         c.advance(0.5)
         for n in ("a", "b"):
             if c.node(n).state != State.MASTER:
@@ -181,7 +183,6 @@ def test_coldstart_with_service_down_is_never_a_fault() -> None:
     c.restart("b")
     c.advance(10)
     assert c.states() == {"a": State.MASTER, "b": State.BACKUP}
-    del t
 
 
 def test_active_probe_failure_moves_the_service() -> None:
@@ -364,7 +365,7 @@ def test_quorum_isolated_holder_stops() -> None:
     t0 = c.now
     c.partition(["a"], ["b", "c"])
     c.run_until_true(lambda: c.node("a").state == State.FAULT, timeout=10)
-    fault = [e for e in c.notifications("a") if e.time >= t0 and e.state == State.FAULT][0]
+    fault = next(e for e in c.notifications("a") if e.time >= t0 and e.state == State.FAULT)
     assert "majority" in fault.detail
     # a stops 2 adverts after it lost its majority (its down timers for b and c).
     assert fault.time - t0 <= down(100, 1.0) + 2.0 + 1.0

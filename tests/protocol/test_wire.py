@@ -211,7 +211,7 @@ def test_hkdf_with_info_matches_rfc_definition() -> None:
 
 
 # ---------------------------------------------------------------------------- fuzzing
-FUZZ = settings(max_examples=1500, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+FUZZ = settings(max_examples=800, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 VALID = encode(heartbeat(), KEYS)
 RINGS = [KEYS, KeyRing.insecure(), KeyRing.from_group_keys({1: b"group key one", 7: b"x"}, 7)]
 
@@ -275,7 +275,7 @@ def test_fuzz_mutated_then_resigned_never_raises(ops: list[tuple[int, int, int]]
     assert isinstance(result, Heartbeat | Drop)
 
 
-@FUZZ
+@settings(FUZZ, max_examples=300)
 @given(
     st.builds(
         heartbeat,

@@ -1,0 +1,83 @@
+"""The TOML examples in the docs must stay valid: the docs cannot drift from the code.
+
+Every ```toml block must be valid TOML. A block whose first line starts with
+``# hasup.toml`` is a *complete* configuration and must pass ``parse_config``, with
+its key file paths replaced by a real 0600 key file.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import tomllib
+from pathlib import Path
+
+import pytest
+
+from hasup.config import parse_config
+
+ROOT = Path(__file__).resolve().parent.parent
+DOCS = [ROOT / "docs" / "configuration.md", ROOT / "docs" / "security.md"]
+FENCE = re.compile(r"^```toml\n(.*?)^```", re.MULTILINE | re.DOTALL)
+KEY_PATH = re.compile(r'(\b(?:key_file|file)\s*=\s*)"[^"]*"')
+
+
+def toml_blocks(path: Path) -> list[tuple[int, str]]:
+    text = path.read_text(encoding="utf-8")
+    return [(text.count("\n", 0, m.start()) + 1, m.group(1)) for m in FENCE.finditer(text)]
+
+
+def complete(block: str) -> bool:
+    return block.lstrip().startswith("# hasup.toml")
+
+
+ALL = [
+    pytest.param(path, line, block, id=f"{path.name}:{line}")
+    for path in DOCS
+    if path.exists()
+    for line, block in toml_blocks(path)
+]
+COMPLETE = [p for p in ALL if complete(p.values[2])]  # type: ignore[arg-type]
+
+
+@pytest.fixture
+def key_file(tmp_path: Path) -> Path:
+    path = tmp_path / "group.key"
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    os.write(fd, os.urandom(32).hex().encode() + b"\n")
+    os.close(fd)
+    return path
+
+
+def test_configuration_reference_has_complete_examples() -> None:
+    names = {p.values[0].name for p in COMPLETE}  # type: ignore[union-attr]
+    assert "configuration.md" in names
+    assert sum(1 for p in COMPLETE if p.values[0].name == "configuration.md") >= 3  # type: ignore[union-attr]
+
+
+@pytest.mark.parametrize(("path", "line", "block"), ALL)
+def test_every_toml_block_is_valid_toml(path: Path, line: int, block: str) -> None:
+    tomllib.loads(block)
+
+
+@pytest.mark.parametrize(("path", "line", "block"), COMPLETE)
+def test_complete_examples_pass_parse_config(path: Path, line: int, block: str, key_file: Path) -> None:
+    text = KEY_PATH.sub(lambda m: f'{m.group(1)}"{key_file}"', block)
+    # Every key file becomes the same temp file: one secret under two ids is valid too.
+    config = parse_config(text, f"{path.name}:{line}")
+    assert config.group.keys.keyed, "documented examples should be authenticated"
+    assert config.warnings == ()
+    # Build the objects the supervisor would build (no I/O happens in constructors).
+    backend = config.make_backend()
+    assert len(config.make_probes(backend)) == len(config.probes)
+
+
+def test_documented_error_format_matches_code(tmp_path: Path) -> None:
+    from hasup import ConfigError
+
+    text = '[node]\nname = "edge-a"\npriority = 300\n'
+    with pytest.raises(ConfigError) as info:
+        parse_config(text, "hasup.toml")
+    assert str(info.value) == "hasup.toml: node.priority: must be between 1 and 254, got 300 (line 3)"
+    reference = (ROOT / "docs" / "configuration.md").read_text(encoding="utf-8")
+    assert "node.priority: must be between 1 and 254, got 300 (line 3)" in reference
