@@ -48,6 +48,7 @@ class GroupSettings:
     fault_holddown: float = 5.0
     quorum: str = "auto"
     key_file: str | None = None
+    track_interface: tuple[str, ...] = ()
 
 
 @attrs.frozen
@@ -277,6 +278,7 @@ def parse_config(text: str, file: str = "<config>") -> Config:
         fault_holddown=group_s.get_duration("fault_holddown", 5.0, min=0.0),
         quorum=group_s.get_str("quorum", "auto", choices=("auto", "majority", "none")),
         key_file=key_file,
+        track_interface=group_s.get_str_list("track_interface", ()),
     )
     group_s.finish()
     if any(p.name == node.name for p in peers):

@@ -266,6 +266,8 @@ class Supervisor:
                 tg.start_soon(self._executor)
                 tg.start_soon(self._watcher)
                 tg.start_soon(self._hook_runner.run)
+                if self.config.group.track_interface:
+                    tg.start_soon(self._track_links)
                 for probe in self.probes:
                     tg.start_soon(self._prober, probe)
                 if self.config.status.listen is not None:
@@ -497,6 +499,15 @@ class Supervisor:
         if status is not node.service:
             log.info("service is %s", status.value)
             await self._input(lambda n, now: n.service_status(status, now))
+
+    async def _track_links(self) -> None:
+        from ._linkwatch import LinkWatcher
+
+        watcher = LinkWatcher(self.config.group.track_interface)
+        async with aclosing(watcher.watch()) as changes:
+            async for up, detail in changes:
+                log.log(logging.INFO if up else logging.ERROR, "%s", detail)
+                await self._input(lambda n, now: n.link_status(up, now))
 
     async def _prober(self, probe: Probe) -> None:
         options = probe.options

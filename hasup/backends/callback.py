@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable
 from contextlib import aclosing
-from typing import TYPE_CHECKING, ClassVar, NoReturn, cast
+from typing import TYPE_CHECKING, ClassVar, NoReturn
 
 from .._errors import BackendError, HasupError, ServiceFailed
 from ..protocol._enums import ServiceStatus
@@ -98,7 +98,7 @@ class CallbackBackend(ServiceBackend):
     async def watch(self) -> AsyncGenerator[ServiceStatus, None]:
         if self._watch is None:
             # the base watch() is an async generator: close it with ours
-            polling = cast("AsyncGenerator[ServiceStatus, None]", super().watch())
+            polling = super().watch()
             async with aclosing(polling) as statuses:
                 async for status in statuses:
                     yield status

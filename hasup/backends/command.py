@@ -25,7 +25,7 @@ import subprocess
 import sys
 from collections.abc import AsyncGenerator, Mapping, Sequence
 from contextlib import aclosing
-from typing import TYPE_CHECKING, Any, ClassVar, cast
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import anyio
 import attrs
@@ -361,7 +361,7 @@ class CommandBackend(ServiceBackend):
     async def watch(self) -> AsyncGenerator[ServiceStatus, None]:
         if self.run_argv is None:
             # the base watch() is an async generator: close it with ours
-            polling = cast("AsyncGenerator[ServiceStatus, None]", super().watch())
+            polling = super().watch()
             async with aclosing(polling) as statuses:
                 async for status in statuses:
                     yield status

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import os
 import signal
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator
 from typing import TYPE_CHECKING, Any, ClassVar
 
 import anyio
@@ -417,7 +417,7 @@ class SystemdBackend(ServiceBackend):
     def _latched(self) -> bool:
         return self.restart_by == "hasup" and self._latched_epoch == self._op_epoch
 
-    async def watch(self) -> AsyncIterator[ServiceStatus]:
+    async def watch(self) -> AsyncGenerator[ServiceStatus, None]:
         """Yield the unit's status on every change, pushed by systemd's signals.
 
         A crash is yielded as FAILED at least once even when systemd restarts the unit

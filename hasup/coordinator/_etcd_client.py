@@ -17,7 +17,7 @@ import base64
 import json
 import logging
 import ssl
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncGenerator, AsyncIterator, Mapping
 from typing import Any
 
 import anyio
@@ -80,7 +80,7 @@ class TxnResult:
     kv: KeyValue | None  # from the failure branch's range, when there was one
 
 
-class WatchCompacted(CoordinatorError):  # noqa: N818 - it is an error, named for what happened
+class WatchCompacted(CoordinatorError):
     """The watch start revision was compacted away: events in between are lost."""
 
     def __init__(self, compact_revision: int) -> None:
@@ -142,20 +142,25 @@ class EtcdClient:
 
     async def _authenticate(self, endpoint: str) -> None:
         response = await self._http.post(
-            f"{endpoint}/v3/auth/authenticate", json={"name": self._username, "password": self._password or ""}
+            f"{endpoint}/v3/auth/authenticate",
+            json={"name": self._username, "password": self._password or ""},
         )
         body = _json(response)
         if response.status_code != 200 or "token" not in body:
-            raise CoordinatorError(f"etcd authentication as {self._username!r} failed: {_message(body, response)}")
+            raise CoordinatorError(
+                f"etcd authentication as {self._username!r} failed: {_message(body, response)}"
+            )
         self._token = str(body["token"])
 
-    async def call(self, path: str, body: Mapping[str, Any], *, timeout: float | None = None) -> dict[str, Any]:
+    async def call(
+        self, path: str, body: Mapping[str, Any], *, time_limit: float | None = None
+    ) -> dict[str, Any]:
         """POST ``body`` to ``/v3/<path>`` on the first member that answers; the JSON reply."""
         errors: list[str] = []
         for index in self._order():
             endpoint = self.endpoints[index]
             try:
-                with anyio.fail_after(timeout or self.timeout):
+                with anyio.fail_after(time_limit or self.timeout):
                     result = await self._call_one(endpoint, path, body)
             except _TryElsewhere as exc:
                 errors.append(f"{endpoint}: {exc}")
@@ -177,7 +182,8 @@ class EtcdClient:
             if response.status_code == 200 and "error" not in data:
                 return data
             code = int(data.get("code", 0) or 0)
-            if self._username and attempt == 0 and (code == _UNAUTHENTICATED or "auth token" in _message(data, response)):
+            expired = code == _UNAUTHENTICATED or "auth token" in _message(data, response)
+            if self._username and attempt == 0 and expired:
                 self._token = None  # simple tokens expire (--auth-token-ttl): log in again once
                 continue
             if code in _RETRY_ELSEWHERE or response.status_code in (502, 503, 504):
@@ -197,10 +203,10 @@ class EtcdClient:
         result = reply.get("result", reply)
         return int(result.get("TTL", 0))
 
-    async def lease_revoke(self, lease: int, *, timeout: float | None = None) -> None:
+    async def lease_revoke(self, lease: int, *, time_limit: float | None = None) -> None:
         """Revoke ``lease`` (deleting its keys); a lease that is already gone is fine."""
         try:
-            await self.call("lease/revoke", {"ID": str(lease)}, timeout=timeout)
+            await self.call("lease/revoke", {"ID": str(lease)}, time_limit=time_limit)
         except CoordinatorError as exc:
             if "lease not found" not in str(exc):
                 raise
@@ -259,7 +265,7 @@ class EtcdClient:
     # ------------------------------------------------------------------ watch
     async def watch(
         self, key: bytes, *, start_revision: int, retry_interval: float = 0.1
-    ) -> AsyncIterator[WatchEvent]:
+    ) -> AsyncGenerator[WatchEvent, None]:
         """Events on ``key`` from ``start_revision`` on, forever.
 
         A broken stream (member died, connection reset) is re-opened on the next
@@ -309,7 +315,8 @@ class EtcdClient:
                 if result.get("canceled"):
                     raise _TryElsewhere(f"watch canceled: {result.get('cancel_reason', '')}")
                 for event in result.get("events") or []:
-                    yield WatchEvent(type=event.get("type", "PUT"), kv=KeyValue.from_json(event.get("kv", {})))
+                    kv = KeyValue.from_json(event.get("kv", {}))
+                    yield WatchEvent(type=event.get("type", "PUT"), kv=kv)
             raise _TryElsewhere("watch stream ended")
 
 

@@ -108,7 +108,11 @@ class EtcdCoordinator(Coordinator):
         self._known = False  # the watch has told us the key's state at least once
         self._changed = anyio.Event()
         self._subscribers: list[MemoryObjectSendStream[LeaderChange]] = []
-        self.statistics: dict[str, int] = {"keepalive_failures": 0, "watch_restarts": 0, "campaign_attempts": 0}
+        self.statistics: dict[str, int] = {
+            "keepalive_failures": 0,
+            "watch_restarts": 0,
+            "campaign_attempts": 0,
+        }
 
     @classmethod
     def from_section(cls, section: Section, *, group_id: int, name: str) -> EtcdCoordinator:
@@ -125,14 +129,15 @@ class EtcdCoordinator(Coordinator):
             raise section.error("prefix", "must be an absolute key path such as /hasup/7")
         ttl = section.get_duration("ttl", 5.0, min=1.0, max=3600.0)
         if ttl != math.floor(ttl):
-            raise section.error("ttl", "etcd leases count whole seconds: use e.g. \"2s\" or \"5s\"")
+            raise section.error("ttl", 'etcd leases count whole seconds: use e.g. "2s" or "5s"')
         request_timeout = section.get_duration("request_timeout", None, min=0.01, max=ttl / 3)
         margin = section.get_duration("margin", None, min=0.0, max=ttl / 2)
         ca_file = _file(section, "ca_file")
         cert_file = _file(section, "cert_file")
         key_file = _file(section, "key_file")
         if (cert_file is None) != (key_file is None):
-            raise section.error("cert_file" if cert_file is None else "key_file", "cert_file and key_file go together")
+            missing = "cert_file" if cert_file is None else "key_file"
+            raise section.error(missing, "cert_file and key_file go together")
         username = section.get_str("username", None)
         password_file = _file(section, "password_file")
         password = None
@@ -229,10 +234,8 @@ class EtcdCoordinator(Coordinator):
                 changed = self._changed
                 with anyio.move_on_after(self.ttl if self._known else self.request_timeout):
                     await changed.wait()
-                if self._known and self._holder is not None and self._holder.value != self.name.encode():
-                    continue_waiting = self._changed is changed  # timed out: poll once
-                    if not continue_waiting:
-                        continue
+                if changed.is_set() and self._known and self._holder is not None:
+                    continue  # still held by someone: keep waiting
             self.statistics["campaign_attempts"] += 1
             try:
                 token = await self._try_acquire()
@@ -257,13 +260,15 @@ class EtcdCoordinator(Coordinator):
             raise
         if not result.succeeded:
             self._revoke_later(lease)
-            if result.kv is not None and result.kv.mod_revision >= (self._holder.mod_revision if self._holder else 0):
+            seen = self._holder.mod_revision if self._holder is not None else 0
+            if result.kv is not None and result.kv.mod_revision >= seen:
                 self._set_holder(result.kv, "campaign lost to the current holder")
             return None
         deadline = sent + self.ttl - self.margin
         if anyio.current_time() >= deadline:
             self._revoke_later(lease)
-            log.warning("etcd answered too late to lead safely (%.3fs); retrying", anyio.current_time() - sent)
+            late = anyio.current_time() - sent
+            log.warning("etcd answered too late to lead safely (%.3fs); retrying", late)
             return None
         tenure = _Tenure(token=result.revision, lease=lease, deadline=deadline)
         self._tenure = tenure
@@ -353,9 +358,9 @@ class EtcdCoordinator(Coordinator):
         self._holder = kv
         self._known = True
         tenure = self._tenure
-        if tenure is not None and not tenure.lost.is_set():
-            if kv is None or kv.create_revision != tenure.token:
-                self._lose(tenure, "the leader key was deleted or replaced in etcd")
+        mine = kv is not None and tenure is not None and kv.create_revision == tenure.token
+        if tenure is not None and not tenure.lost.is_set() and not mine:
+            self._lose(tenure, "the leader key was deleted or replaced in etcd")
         if (before is None) != (kv is None) or (
             before is not None and kv is not None and before.create_revision != kv.create_revision
         ):
