@@ -28,7 +28,7 @@ from __future__ import annotations
 import functools
 import os
 import re
-from collections.abc import AsyncIterator, Callable, Mapping
+from collections.abc import AsyncGenerator, Callable, Mapping
 from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
 
 import anyio
@@ -508,7 +508,7 @@ class DockerBackend(ServiceBackend):
         # start, restart, pause, unpause, oom: ask the daemon.
         return await self.status()
 
-    async def watch(self) -> AsyncIterator[ServiceStatus]:
+    async def watch(self) -> AsyncGenerator[ServiceStatus, None]:
         """Yield the container's status at once and on every change.
 
         Event-driven (docker events filtered to the container). When the event stream

@@ -179,15 +179,16 @@ class EtcdCoordinator(Coordinator):
         if self._stack is None:
             await self.client.aclose()
             return
-        with anyio.CancelScope(shield=True):
-            with anyio.move_on_after(self.request_timeout * 2):
-                await self.resign()
-            assert self._tg is not None
-            self._tg.cancel_scope.cancel()
-            stack, self._stack = self._stack, None
-            await stack.aclose()
-            for send in self._subscribers:
-                send.close()
+        with anyio.CancelScope(shield=True), anyio.move_on_after(self.request_timeout * 2):
+            await self.resign()
+        assert self._tg is not None
+        self._tg.cancel_scope.cancel()
+        stack, self._stack = self._stack, None
+        for send in self._subscribers:
+            send.close()
+        # Exited here, not inside the shield: the task group must unwind in the
+        # cancel scope it was entered in.
+        await stack.aclose()
 
     # ------------------------------------------------------------------ interface
     @property

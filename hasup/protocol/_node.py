@@ -34,6 +34,7 @@ INF = float("inf")
 _RESIGNING = (State.FAULT, State.STOPPING, State.RELEASING)
 # Plain ints for the hot path: IntFlag operators build enum members, ints do not.
 _QUERY = int(Flag.QUERY)
+_TAKEOVER = int(Flag.TAKEOVER)
 
 
 class Node:
@@ -209,8 +210,33 @@ class Node:
         if (hb.epoch, hb.seq) <= peer.mark:
             self._drop(Drop.REPLAY)
             return
+        if self._steady(peer, hb, now):
+            # Nothing a decision depends on changed: refresh the peer, keep the timer
+            # (down timers only move later, so the current timer is at worst early).
+            self._accept(peer, hb, now)
+            return
         self._accept(peer, hb, now)
         self._update(now)
+
+    def _steady(self, peer: PeerView, hb: Heartbeat, now: float) -> bool:
+        """The hot path: a live peer repeating itself while we are BACKUP or MASTER."""
+        prev = peer.last
+        return (
+            prev is not None
+            and self._state in (State.BACKUP, State.MASTER)
+            and self._pending is None
+            and not self._actions
+            and peer.conflict_since is None
+            and int(hb.flags) & (_QUERY | _TAKEOVER) == 0
+            and hb.flags == prev.flags
+            and hb.state == prev.state
+            and hb.state != State.STOPPING
+            and hb.term == prev.term
+            and hb.effective_priority == prev.effective_priority
+            and hb.release_target == prev.release_target
+            and hb.config_hash == prev.config_hash
+            and peer.live(now)
+        )
 
     def probe_result(self, name: str, ok: bool, now: float) -> None:
         """The outcome of one run of the probe ``name``."""
@@ -571,7 +597,14 @@ class Node:
         ):
             self._link_bad_at = -INF
         quorum = not cfg.quorum_required or (1 + len(live)) * 2 > cfg.group_size
-        if quorum:
+        held = quorum
+        if cfg.quorum_required and self.holder:
+            # A holder counts only peers heard within 2 adverts, and stops half an advert
+            # after losing its majority: at ~2.5 adverts, before the majority side can
+            # declare it down (3 adverts + skew) and claim.
+            heard = sum(1 for p in live if p.last_rx is not None and now - p.last_rx < 2 * p.advert)
+            held = (1 + heard) * 2 > cfg.group_size
+        if held:
             self._no_quorum_since = None
         elif self._no_quorum_since is None:
             self._no_quorum_since = now
@@ -601,7 +634,7 @@ class Node:
                 self.holder
                 and state != State.INIT
                 and self._no_quorum_since is not None
-                and now - self._no_quorum_since >= 2 * cfg.advert_interval
+                and now - self._no_quorum_since >= cfg.advert_interval / 2
             ):
                 self._fault(now, f"no majority: hear {1 + len(live)} of {cfg.group_size}")
                 return
@@ -851,12 +884,15 @@ class Node:
         if due:
             self._send_all(now)
             self._next_advert = now + self.config.advert_interval
-        # Loss before death: query a silent holder every advert/4 after 2 adverts.
+        # Loss before death: query a silent holder every advert/4 after 2 adverts. A
+        # holder that needs a majority queries its silent peers after 1 advert.
+        quorum_holder = self.config.quorum_required and self.holder
         for peer in self._peers.values():
-            if not (peer.live(now) and peer.active and peer.last_rx is not None):
+            if not (peer.live(now) and (peer.active or quorum_holder) and peer.last_rx is not None):
                 peer.next_query = None
                 continue
-            if now - peer.last_rx >= 2 * peer.advert and (peer.next_query is None or now >= peer.next_query):
+            silence = 2 * peer.advert if peer.active else peer.advert
+            if now - peer.last_rx >= silence and (peer.next_query is None or now >= peer.next_query):
                 self._send_to(peer.address, now, Flag.QUERY)
                 self._stats["queries"] += 1
                 peer.next_query = now + peer.advert / 4
@@ -867,8 +903,9 @@ class Node:
         for peer in self._peers.values():
             if peer.live(now):
                 candidates.append(peer.down_at)
-                if peer.active and peer.last_rx is not None:
-                    candidates.append(peer.next_query or peer.last_rx + 2 * peer.advert)
+                if peer.last_rx is not None and (peer.active or (cfg.quorum_required and self.holder)):
+                    silence = 2 * peer.advert if peer.active else peer.advert
+                    candidates.append(peer.next_query or peer.last_rx + silence)
                 if peer.conflict_since is not None:
                     candidates.append(peer.conflict_since + 2 * max(cfg.advert_interval, peer.advert))
         if self._state == State.INIT:
@@ -891,7 +928,9 @@ class Node:
         candidates.append(self._holddown_until)
         candidates.append(self._release_deadline)
         if self._no_quorum_since is not None:
-            candidates.append(self._no_quorum_since + 2 * cfg.advert_interval)
+            candidates.append(self._no_quorum_since + cfg.advert_interval / 2)
+        if cfg.quorum_required and self.holder:
+            candidates.extend(p.last_rx + 2 * p.advert for p in self._peers.values() if p.last_rx is not None)
         if self._marks_dirty:
             candidates.append(self._marks_saved_at + 10.0)
         future = [t for t in candidates if now < t < INF]

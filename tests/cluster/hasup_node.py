@@ -184,12 +184,8 @@ class HasupCluster:
         )
 
     def boot(self, node: Node) -> None:
-        """Start hasup on ``node`` (or start it again after a kill: same argv)."""
-        proc = node.procs.get("hasup")
-        if proc is not None and not proc.alive():
-            node.restart("hasup")
-        else:
-            self.start_supervisor(node)
+        """Start hasup on ``node`` with this cluster's config (also after a kill)."""
+        self.start_supervisor(node)
 
     def start(self) -> None:
         """Start the preferred node first, then the others."""
@@ -276,9 +272,7 @@ class HasupCluster:
     def kill_node(self, node: Node) -> None:
         """Node loss: kill -9 of hasup and of its service at once."""
         pids = self.supervisor_pids(node) + self.service_pids(node)
-        for pid in pids:
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(pid, signal.SIGKILL)
+        _freeze_then_kill(pids)
         with contextlib.suppress(Exception):
             node.wait_exit("hasup", 5)
 
@@ -295,3 +289,15 @@ class HasupCluster:
         with contextlib.suppress(OSError):
             return proc.log_path.read_text(errors="replace")
         return ""
+
+
+def _freeze_then_kill(pids: list[int]) -> None:
+    """SIGSTOP every process first, then SIGKILL: none can react to another's death.
+
+    (keepalived's parent would respawn a killed VRRP child; a VRRP child outliving its
+    parent sends a priority-0 advert; hasup would notice its service die.)
+    """
+    for sig in (signal.SIGSTOP, signal.SIGKILL):
+        for pid in pids:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, sig)

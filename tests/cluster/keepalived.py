@@ -260,11 +260,7 @@ class KeepalivedPair:
     def stop(self) -> None:
         """Stop everything of this pair (keepalived first, then services)."""
         for node in (self.master, self.backup):
-            for pid in self.supervisor_pids(node):
-                with contextlib.suppress(ProcessLookupError):
-                    os.kill(pid, signal.SIGKILL)
-            with contextlib.suppress(Exception):
-                node.wait_exit("keepalived", 5)
+            self.kill_supervisor(node)
             self.kill_service(node)
             node.run(["ip", "addr", "del", VIP, "dev", node.dev], check=False)
             self._wait_gone(node)
@@ -316,10 +312,8 @@ class KeepalivedPair:
 
     # -- faults ---------------------------------------------------------------------------
     def kill_supervisor(self, node: Node) -> None:
-        """kill -9 of keepalived: the VRRP child first, then the parent (both at once)."""
-        for pid in self.supervisor_pids(node):
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(pid, signal.SIGKILL)
+        """kill -9 of keepalived's parent and VRRP child (frozen first, so neither reacts)."""
+        _freeze_then_kill(self.supervisor_pids(node)[::-1])
         with contextlib.suppress(Exception):
             node.wait_exit("keepalived", 5)
 
@@ -331,10 +325,8 @@ class KeepalivedPair:
 
     def kill_node(self, node: Node) -> None:
         """Node loss: kill -9 of keepalived and of the service; the VIP goes with the box."""
-        pids = self.supervisor_pids(node) + self.service_pids(node)
-        for pid in pids:
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(pid, signal.SIGKILL)
+        pids = self.supervisor_pids(node)[::-1] + self.service_pids(node)  # parent first
+        _freeze_then_kill(pids)
         node.run(["ip", "addr", "del", VIP, "dev", node.dev], check=False)
         with contextlib.suppress(FileNotFoundError):
             (self.roles[node.name].dir / "svc.pid").unlink()
@@ -351,3 +343,15 @@ def _alive(pid: int) -> bool:
     except OSError:
         return False
     return stat.rsplit(")", 1)[1].split()[0] != "Z"
+
+
+def _freeze_then_kill(pids: list[int]) -> None:
+    """SIGSTOP every process first, then SIGKILL: none can react to another's death.
+
+    (keepalived's parent would respawn a killed VRRP child; a VRRP child outliving its
+    parent sends a priority-0 advert; hasup would notice its service die.)
+    """
+    for sig in (signal.SIGSTOP, signal.SIGKILL):
+        for pid in pids:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, sig)
