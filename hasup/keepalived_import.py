@@ -770,7 +770,8 @@ class _Importer:
             for warning in self.warnings:
                 out.extend(_wrap(f"- {warning}", "#   "))
         out.append("")
-        out.extend(body)
+        for line in body:
+            out.extend(_wrap(line[2:], "# ") if line.startswith("# ") and len(line) > 108 else [line])
         return ImportResult("\n".join(out).rstrip() + "\n", name, list(self.warnings), list(self.traps))
 
     def _node(self, s: dict[str, _Stmt]) -> list[str]:
@@ -862,8 +863,8 @@ class _Importer:
             lines.append(f'listen = "0.0.0.0:{DEFAULT_PORT}"')
             hint = f" on {iface}" if iface else ""
             lines.append(
-                f"# NOTE: no unicast_src_ip; bind the address{hint} that the peers list, e.g. "
-                '"10.0.0.127:5405"'
+                f"# NOTE: no unicast_src_ip; if this node has several addresses, bind the one{hint} "
+                f'that the peers list: listen = "<this node\'s IP>:{DEFAULT_PORT}"'
             )
         peers: list[str] = []
         if "unicast_peer" in s:
@@ -1339,8 +1340,8 @@ class _Importer:
                 head = [f"# {info.stmt.loc}: {info.stmt.keyword}, now awaited, in order, with a timeout"]
                 self.warn(
                     info.stmt.loc,
-                    f"{info.stmt.keyword} kept as a [[notify]] hook on {event}; it gets the state in "
-                    "environment variables, not keepalived's arguments",
+                    f"{info.stmt.keyword} kept as a [[notify]] hook on {event}; it gets HASUP_STATE, "
+                    "HASUP_PREVIOUS_STATE, HASUP_NODE, HASUP_GROUP in its environment, no arguments",
                 )
             else:
                 continue

@@ -99,6 +99,7 @@ class Supervisor:
         self._node: Node | None = None
         self._lock = anyio.Lock()
         self._wake = anyio.Event()
+        self._armed = math.inf  # deadline the timer loop currently sleeps until
         self._changed = anyio.Event()
         self._action_send, self._action_receive = anyio.create_memory_object_stream[Action](math.inf)
         self._subscribers: list[MemoryObjectSendStream[SupervisorEvent]] = []
@@ -336,7 +337,8 @@ class Supervisor:
             deadline = node.get_timer()
             if finish_by is not None:
                 deadline = min(deadline if deadline is not None else math.inf, finish_by)
-            with anyio.CancelScope(deadline=deadline if deadline is not None else math.inf):
+            self._armed = deadline if deadline is not None else math.inf
+            with anyio.CancelScope(deadline=self._armed):
                 await self._wake.wait()
             self._wake = anyio.Event()
             async with self._lock:
@@ -373,7 +375,10 @@ class Supervisor:
                     node.link_status(True, anyio.current_time())
         for action in pending:
             self._action_send.send_nowait(action)
-        self._wake.set()
+        # Wake the timer loop only when it sleeps too long (wake-ups dominate idle CPU).
+        timer = node.get_timer()
+        if node.finished or (timer if timer is not None else math.inf) < self._armed:
+            self._wake.set()
         if not self._warned_preempt:
             self._check_preempt_setting()
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import re
 import textwrap
 import tomllib
 from pathlib import Path
@@ -714,3 +715,22 @@ def test_cli_config_error_is_one_line_exit_2(tmp_path: Path, capsys: pytest.Capt
     assert err.startswith(f"hasup: {path}: ")
     assert "Traceback" not in err
     assert run_cli(["import-keepalived", str(path), "--instance", "VI_2"]) == 0
+
+
+# --------------------------------------------------------------------------- the migration guide
+def test_migration_guide_examples_match_the_importer(tmp_path: Path, key_file: str) -> None:
+    """The guide shows the importer's real output for the seed master, and it is a valid config."""
+    guide = Path(__file__).resolve().parent.parent / "docs" / "migrating-from-keepalived.md"
+    blocks = [b.split("```", 1)[0] for b in guide.read_text().split("```toml\n")[1:]]
+    for block in blocks:
+        tomllib.loads(block)
+    (shown,) = [b for b in blocks if b.startswith("# hasup.toml")]
+    parse_config(shown.replace("/etc/hasup/group.key", key_file), "guide")
+    etc = seed_master(tmp_path)
+    generated = convert(etc).toml.replace(f"{etc.parent}/", "/etc/keepalived/")
+
+    def words(text: str) -> str:  # comment wrapping depends on the length of the paths
+        flat = " ".join(w for w in text.split() if w != "#")
+        return re.sub(r" \(\S+ was read from \S+\)", "", flat)  # scripts were found next to the conf
+
+    assert words(shown) == words(generated)

@@ -16,18 +16,21 @@ from __future__ import annotations
 import base64
 import json
 import logging
+import math
 import ssl
-from collections.abc import AsyncGenerator, AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Mapping
+from contextlib import asynccontextmanager
 from typing import Any
 
 import anyio
 import attrs
 import httpx
+from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 
 from .._errors import BackendUnavailable
 from .base import CoordinatorError
 
-__all__ = ["EtcdClient", "KeyValue", "WatchCompacted", "WatchEvent"]
+__all__ = ["EtcdClient", "KeyValue", "TxnResult", "WatchCompacted", "WatchEvent", "WatchStream"]
 
 log = logging.getLogger("hasup.coordinator.etcd")
 
@@ -263,61 +266,125 @@ class EtcdClient:
             raise BackendUnavailable(f"{endpoint}: {exc}") from exc
 
     # ------------------------------------------------------------------ watch
+    @asynccontextmanager
     async def watch(
         self, key: bytes, *, start_revision: int, retry_interval: float = 0.1
-    ) -> AsyncGenerator[WatchEvent, None]:
-        """Events on ``key`` from ``start_revision`` on, forever.
+    ) -> AsyncIterator[WatchStream]:
+        """Events on ``key`` from ``start_revision`` on: ``async with client.watch(...) as
+        events: async for event in events: ...``.
 
-        A broken stream (member died, connection reset) is re-opened on the next
-        member from the last revision seen + 1, so no event is lost or repeated.
-        Raises :class:`WatchCompacted` if the revision to resume from was compacted.
+        A broken stream (member died, connection reset) is re-opened on the next member
+        from the last revision seen + 1, so no event is lost or repeated. Iteration raises
+        :class:`WatchCompacted` if the revision to resume from was compacted away.
         """
-        next_revision = start_revision
-        while True:
-            for index in self._order():
-                endpoint = self.endpoints[index]
-                try:
-                    async for event in self._watch_one(endpoint, key, next_revision):
-                        self._preferred = index
-                        next_revision = event.revision + 1
-                        yield event
-                except (TimeoutError, httpx.TransportError, _TryElsewhere) as exc:
-                    log.debug("watch on %s broke (%s); resuming at revision %d", endpoint, exc, next_revision)
-                    continue
-            await anyio.sleep(retry_interval)
+        # The stream is read by a task of its own and handed over through a buffer: the
+        # reader is then only ever interrupted inside httpx's own awaits, so its async
+        # generators unwind instead of being abandoned half-way (trio warns about those).
+        send, receive = anyio.create_memory_object_stream[WatchEvent | WatchCompacted](math.inf)
+        async with anyio.create_task_group() as tg, receive:
+            tg.start_soon(self._pump, key, start_revision, retry_interval, send)
+            yield WatchStream(receive)
+            tg.cancel_scope.cancel()
 
-    async def _watch_one(self, endpoint: str, key: bytes, start_revision: int) -> AsyncIterator[WatchEvent]:
+    async def _pump(
+        self,
+        key: bytes,
+        next_revision: int,
+        retry_interval: float,
+        send: MemoryObjectSendStream[WatchEvent | WatchCompacted],
+    ) -> None:
+        with send:
+            while True:
+                for index in self._order():
+                    endpoint = self.endpoints[index]
+                    try:
+                        await self._watch_one(endpoint, key, next_revision, send)
+                    except WatchCompacted as exc:
+                        send.send_nowait(exc)
+                        return
+                    except _Broken as exc:
+                        next_revision = exc.next_revision
+                        cause = exc.__cause__ or "stream ended"
+                        log.debug(
+                            "watch on %s broke (%s); resuming at revision %d", endpoint, cause, next_revision
+                        )
+                        continue
+                    except (anyio.BrokenResourceError, anyio.ClosedResourceError):
+                        return  # nobody reads any more
+                await anyio.sleep(retry_interval)
+
+    async def _watch_one(
+        self,
+        endpoint: str,
+        key: bytes,
+        next_revision: int,
+        send: MemoryObjectSendStream[WatchEvent | WatchCompacted],
+    ) -> None:
+        """Follow one stream until it breaks: raises :class:`_Broken` with the revision
+        to resume from."""
         if self._username and self._token is None:
             with anyio.fail_after(self.timeout):
                 await self._authenticate(endpoint)
         headers = {"Authorization": self._token} if self._token else {}
-        body = {"create_request": {"key": _b64(key), "start_revision": str(start_revision)}}
+        body = {"create_request": {"key": _b64(key), "start_revision": str(next_revision)}}
         # No read timeout: an idle watch is silent. Connect within the request timeout.
         timeout = httpx.Timeout(self.timeout, read=None)
-        async with self._http.stream(
-            "POST", f"{endpoint}/v3/watch", json=body, headers=headers, timeout=timeout
-        ) as response:
-            if response.status_code != 200:
-                await response.aread()
-                data = _json(response)
-                if int(data.get("code", 0) or 0) == _UNAUTHENTICATED:
-                    self._token = None
-                raise _TryElsewhere(_message(data, response))
-            async for line in response.aiter_lines():
-                if not line.strip():
-                    continue
-                message = json.loads(line)
-                if "error" in message:
-                    raise _TryElsewhere(str(message["error"]))
-                result = message.get("result", {})
-                if int(result.get("compact_revision", 0) or 0):
-                    raise WatchCompacted(int(result["compact_revision"]))
-                if result.get("canceled"):
-                    raise _TryElsewhere(f"watch canceled: {result.get('cancel_reason', '')}")
-                for event in result.get("events") or []:
-                    kv = KeyValue.from_json(event.get("kv", {}))
-                    yield WatchEvent(type=event.get("type", "PUT"), kv=kv)
-            raise _TryElsewhere("watch stream ended")
+        try:
+            async with self._http.stream(
+                "POST", f"{endpoint}/v3/watch", json=body, headers=headers, timeout=timeout
+            ) as response:
+                if response.status_code != 200:
+                    await response.aread()
+                    data = _json(response)
+                    if int(data.get("code", 0) or 0) == _UNAUTHENTICATED:
+                        self._token = None
+                    raise _TryElsewhere(_message(data, response))
+                async for line in response.aiter_lines():
+                    if not line.strip():
+                        continue
+                    message = json.loads(line)
+                    if "error" in message:
+                        raise _TryElsewhere(str(message["error"]))
+                    result = message.get("result", {})
+                    if int(result.get("compact_revision", 0) or 0):
+                        raise WatchCompacted(int(result["compact_revision"]))
+                    if result.get("canceled"):
+                        raise _TryElsewhere(f"watch canceled: {result.get('cancel_reason', '')}")
+                    for event in result.get("events") or []:
+                        kv = KeyValue.from_json(event.get("kv", {}))
+                        send.send_nowait(WatchEvent(type=event.get("type", "PUT"), kv=kv))
+                        next_revision = kv.mod_revision + 1
+                        self._preferred = self.endpoints.index(endpoint)
+        except (TimeoutError, httpx.TransportError, _TryElsewhere) as exc:
+            raise _Broken(next_revision) from exc
+        raise _Broken(next_revision)
+
+
+class WatchStream:
+    """The events of one :meth:`EtcdClient.watch`, as an async iterator."""
+
+    def __init__(self, receive: MemoryObjectReceiveStream[WatchEvent | WatchCompacted]) -> None:
+        self._receive = receive
+
+    def __aiter__(self) -> WatchStream:
+        return self
+
+    async def __anext__(self) -> WatchEvent:
+        try:
+            item = await self._receive.receive()
+        except anyio.EndOfStream:
+            raise StopAsyncIteration from None
+        if isinstance(item, WatchCompacted):
+            raise item
+        return item
+
+
+class _Broken(Exception):
+    """A watch stream ended; resume from ``next_revision``."""
+
+    def __init__(self, next_revision: int) -> None:
+        super().__init__(next_revision)
+        self.next_revision = next_revision
 
 
 class _TryElsewhere(Exception):

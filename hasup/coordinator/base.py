@@ -94,7 +94,8 @@ class Coordinator(AsyncResource):
 
     @abc.abstractmethod
     def leader_changes(self) -> AsyncIterator[LeaderChange]:
-        """Every change of leader seen from now on (for status pages and logs)."""
+        """Every change of leader seen from now on (for status pages and logs). The
+        iterator may be a context manager to close (``with c.leader_changes() as it``)."""
 
     @property
     def lost_reason(self) -> str:

@@ -15,16 +15,16 @@ therefore stepped down ``margin`` seconds before anyone else can create the key.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
-from collections.abc import AsyncIterator
-from contextlib import AsyncExitStack, aclosing
+from contextlib import AsyncExitStack
 from pathlib import Path
 
 import anyio
 import httpx
 from anyio.abc import TaskGroup
-from anyio.streams.memory import MemoryObjectSendStream
+from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 
 from .._errors import BackendUnavailable
 from .._section import Section
@@ -37,10 +37,11 @@ log = logging.getLogger("hasup.coordinator.etcd")
 
 
 class _Tenure:
-    def __init__(self, token: int, lease: int, deadline: float) -> None:
+    def __init__(self, token: int, lease: int, deadline: float, renewed: float) -> None:
         self.token = token
         self.lease = lease
         self.deadline = deadline
+        self.renewed = renewed  # when the last successful renewal (or the grant) was sent
         self.lost = anyio.Event()
         self.reason = ""
         self.scope = anyio.CancelScope()
@@ -104,8 +105,10 @@ class EtcdCoordinator(Coordinator):
         self._no_tenure = anyio.Event()
         self._no_tenure.set()
         self._last_reason = ""
+        self._standby: tuple[int, float] | None = None
         self._holder: KeyValue | None = None
         self._known = False  # the watch has told us the key's state at least once
+        self._seen_revision = 0  # store revision of what _holder says
         self._changed = anyio.Event()
         self._subscribers: list[MemoryObjectSendStream[LeaderChange]] = []
         self.statistics: dict[str, int] = {
@@ -181,6 +184,10 @@ class EtcdCoordinator(Coordinator):
             return
         with anyio.CancelScope(shield=True), anyio.move_on_after(self.request_timeout * 2):
             await self.resign()
+            if self._standby is not None:
+                lease, self._standby = self._standby[0], None
+                with contextlib.suppress(BackendUnavailable, CoordinatorError):
+                    await self.client.lease_revoke(lease)
         assert self._tg is not None
         self._tg.cancel_scope.cancel()
         stack, self._stack = self._stack, None
@@ -211,16 +218,12 @@ class EtcdCoordinator(Coordinator):
     def current_leader(self) -> str | None:
         return self._holder.value.decode("utf-8", "replace") if self._holder is not None else None
 
-    async def leader_changes(self) -> AsyncIterator[LeaderChange]:
+    def leader_changes(self) -> MemoryObjectReceiveStream[LeaderChange]:
+        """Changes of leader from now on; use as ``with c.leader_changes() as changes:``.
+        A reader that falls 64 changes behind misses some, it never blocks the coordinator."""
         send, receive = anyio.create_memory_object_stream[LeaderChange](64)
         self._subscribers.append(send)
-        try:
-            async with receive:
-                async for change in receive:
-                    yield change
-        finally:
-            if send in self._subscribers:
-                self._subscribers.remove(send)
+        return receive
 
     async def campaign(self) -> int:
         if self._tg is None:
@@ -228,50 +231,73 @@ class EtcdCoordinator(Coordinator):
         if self._tenure is not None and not self._tenure.lost.is_set():
             return self._tenure.token
         backoff = 0.05
+        last_try = -math.inf
         while True:
-            if not self._known or self._holder is not None:
-                # Wait for the watch to report the key gone; poll every ttl anyway, so a
-                # silently stalled watch can delay a takeover but never prevent one.
-                changed = self._changed
-                with anyio.move_on_after(self.ttl if self._known else self.request_timeout):
-                    await changed.wait()
-                if changed.is_set() and self._known and self._holder is not None:
-                    continue  # still held by someone: keep waiting
-            self.statistics["campaign_attempts"] += 1
             try:
-                token = await self._try_acquire()
+                # A standby lease, granted and renewed while we wait, so that taking over
+                # after a resign costs one transaction, not a grant plus a transaction.
+                lease, sent = await self._standby_lease()
+                now = anyio.current_time()
+                free = self._known and self._holder is None
+                if not free and now - last_try < self.ttl:
+                    # Wait for the watch to report the key gone; try anyway every ttl, so
+                    # a silently stalled watch can delay a takeover but never prevent one.
+                    changed = self._changed
+                    wait = min(self.keepalive_interval, last_try + self.ttl - now)
+                    with anyio.move_on_after(wait if self._known else self.request_timeout):
+                        await changed.wait()
+                    if (
+                        not (self._known and self._holder is None)
+                        and anyio.current_time() - last_try < self.ttl
+                    ):
+                        continue
+                    lease, sent = await self._standby_lease()
+                last_try = anyio.current_time()
+                self.statistics["campaign_attempts"] += 1
+                token = await self._try_acquire(lease, sent)
             except BackendUnavailable as exc:
                 log.warning("etcd unreachable while campaigning: %s", exc)
                 await anyio.sleep(backoff)
-                backoff = min(backoff * 2, self.ttl / 3)
+                backoff = min(backoff * 2, self.keepalive_interval)
                 continue
             backoff = 0.05
             if token is not None:
                 return token
 
-    async def _try_acquire(self) -> int | None:
-        sent = anyio.current_time()
+    async def _standby_lease(self) -> tuple[int, float]:
+        """``(lease, when its last grant/renewal was sent)``, renewed every ttl/3."""
+        now = anyio.current_time()
+        if self._standby is not None:
+            lease, sent = self._standby
+            if now - sent < self.keepalive_interval:
+                return lease, sent
+            if await self.client.lease_keepalive(lease) > 0:
+                self._standby = (lease, now)
+                return lease, now
         lease, _granted = await self.client.lease_grant(math.ceil(self.ttl))
+        self._standby = (lease, now)
+        return lease, now
+
+    async def _try_acquire(self, lease: int, sent: float) -> int | None:
         try:
             result = await self.client.create_if_absent(self.key, self.name.encode(), lease=lease)
         except BaseException:
             # The put may have been applied although we saw no answer: drop the lease
             # (and with it the key) so that nobody waits a TTL for a leader that never was.
+            self._standby = None
             self._revoke_later(lease)
             raise
         if not result.succeeded:
-            self._revoke_later(lease)
-            seen = self._holder.mod_revision if self._holder is not None else 0
-            if result.kv is not None and result.kv.mod_revision >= seen:
-                self._set_holder(result.kv, "campaign lost to the current holder")
+            self._set_holder(result.kv, result.revision, "campaign lost to the current holder")
             return None
+        self._standby = None
         deadline = sent + self.ttl - self.margin
         if anyio.current_time() >= deadline:
             self._revoke_later(lease)
             late = anyio.current_time() - sent
             log.warning("etcd answered too late to lead safely (%.3fs); retrying", late)
             return None
-        tenure = _Tenure(token=result.revision, lease=lease, deadline=deadline)
+        tenure = _Tenure(token=result.revision, lease=lease, deadline=deadline, renewed=sent)
         self._tenure = tenure
         self._set_holder(
             KeyValue(self.key, self.name.encode(), result.revision, result.revision, lease), "elected"
@@ -287,10 +313,10 @@ class EtcdCoordinator(Coordinator):
             return
         if not tenure.lost.is_set():
             self._lose(tenure, "resigned")
-        # Delete first (followers see it at once), then drop the lease. Both best effort.
+        # Revoking the lease deletes the key in the same raft write: followers see the
+        # delete at once. Best effort: unreachable, the lease expires within ttl.
         try:
             with anyio.move_on_after(self.request_timeout * 2):
-                await self.client.delete_if_created_at(self.key, tenure.token)
                 await self.client.lease_revoke(tenure.lease)
         except (BackendUnavailable, CoordinatorError) as exc:
             log.warning("resign: etcd unreachable (%s); the lease will expire within %gs", exc, self.ttl)
@@ -322,7 +348,7 @@ class EtcdCoordinator(Coordinator):
                 self._lose(tenure, f"no lease renewal confirmed in time (deadline, ttl {self.ttl:g}s)")
 
     async def _keepalive_loop(self, tenure: _Tenure) -> None:
-        next_send = anyio.current_time() + self.keepalive_interval
+        next_send = tenure.renewed + self.keepalive_interval  # a standby lease may be due now
         while True:
             await anyio.sleep_until(next_send)
             sent = anyio.current_time()
@@ -338,6 +364,7 @@ class EtcdCoordinator(Coordinator):
                 return
             # etcd's expiry is >= sent + ttl: the renewal was processed after we sent it.
             tenure.deadline = max(tenure.deadline, sent + min(self.ttl, ttl) - self.margin)
+            tenure.renewed = sent
             next_send = sent + self.keepalive_interval
 
     def _revoke_later(self, lease: int) -> None:
@@ -354,13 +381,18 @@ class EtcdCoordinator(Coordinator):
             self._tg.start_soon(revoke)
 
     # ------------------------------------------------------------------ watch
-    def _set_holder(self, kv: KeyValue | None, reason: str) -> None:
+    def _set_holder(self, kv: KeyValue | None, revision: int, reason: str) -> None:
+        """Record the key's state as of store ``revision``; older news is ignored (the
+        watch may deliver the delete of our previous tenure after we won the next)."""
+        if revision < self._seen_revision:
+            return
+        self._seen_revision = revision
         before = self._holder
         self._holder = kv
         self._known = True
         tenure = self._tenure
         mine = kv is not None and tenure is not None and kv.create_revision == tenure.token
-        if tenure is not None and not tenure.lost.is_set() and not mine:
+        if tenure is not None and not tenure.lost.is_set() and not mine and revision >= tenure.token:
             self._lose(tenure, "the leader key was deleted or replaced in etcd")
         if (before is None) != (kv is None) or (
             before is not None and kv is not None and before.create_revision != kv.create_revision
@@ -381,6 +413,7 @@ class EtcdCoordinator(Coordinator):
                 pass  # a slow reader misses intermediate changes, never blocks us
             except (anyio.BrokenResourceError, anyio.ClosedResourceError):
                 self._subscribers.remove(send)
+                send.close()
 
     async def _watch_loop(self) -> None:
         """Keep ``_holder`` equal to the key in etcd: read it, then follow its events."""
@@ -391,11 +424,12 @@ class EtcdCoordinator(Coordinator):
                 log.warning("cannot read %s: %s", self.key.decode(), exc)
                 await anyio.sleep(self.request_timeout)
                 continue
-            self._set_holder(kv, "observed")
+            self._set_holder(kv, revision, "observed")
             try:
-                async with aclosing(self.client.watch(self.key, start_revision=revision + 1)) as events:
+                async with self.client.watch(self.key, start_revision=revision + 1) as events:
                     async for event in events:
-                        self._set_holder(None if event.type == "DELETE" else event.kv, event.type.lower())
+                        kv = None if event.type == "DELETE" else event.kv
+                        self._set_holder(kv, event.revision, event.type.lower())
             except WatchCompacted:
                 self.statistics["watch_restarts"] += 1  # re-read the key, watch from there
 

@@ -112,12 +112,13 @@ async def test_rewatch_after_broken_stream_loses_no_events(etcd: EtcdCluster, pr
         done = anyio.Event()
 
         async def watch() -> None:
-            async for event in watcher.watch(key, start_revision=revision + 1):
-                seen.append((event.revision, event.kv.value))
-                got_first.set()
-                if len(seen) == 30:
-                    done.set()
-                    return
+            async with watcher.watch(key, start_revision=revision + 1) as events:
+                async for event in events:
+                    seen.append((event.revision, event.kv.value))
+                    got_first.set()
+                    if len(seen) == 30:
+                        done.set()
+                        return
 
         async with anyio.create_task_group() as tg:
             tg.start_soon(watch)
@@ -303,10 +304,11 @@ async def test_leader_changes_iterator(etcd: EtcdCluster, prefix: str) -> None:
         async with anyio.create_task_group() as tg:
 
             async def collect() -> None:
-                async for change in b.leader_changes():
-                    changes.append(change)
-                    if len(changes) == 2:
-                        return
+                with b.leader_changes() as stream:
+                    async for change in stream:
+                        changes.append(change)
+                        if len(changes) == 2:
+                            return
 
             tg.start_soon(collect)
             await anyio.sleep(0.05)
