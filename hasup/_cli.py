@@ -377,6 +377,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--force", action="store_true")
     p.set_defaults(func=cmd_keygen)
 
+    from .keepalived_import import add_import_parser
+
+    add_import_parser(sub)
+
     p = sub.add_parser("demo", help="two nodes on loopback: crash, node loss, failback, with a timeline")
     p.add_argument("--advert", default=0.1, type=float, help="advert interval in seconds (default 0.1)")
     p.add_argument("--log-level", default="warning", choices=["debug", "info", "warning", "error"])

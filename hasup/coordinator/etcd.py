@@ -299,9 +299,8 @@ class EtcdCoordinator(Coordinator):
             return None
         tenure = _Tenure(token=result.revision, lease=lease, deadline=deadline, renewed=sent)
         self._tenure = tenure
-        self._set_holder(
-            KeyValue(self.key, self.name.encode(), result.revision, result.revision, lease), "elected"
-        )
+        kv = KeyValue(self.key, self.name.encode(), result.revision, result.revision, lease)
+        self._set_holder(kv, result.revision, "elected")
         assert self._tg is not None
         self._tg.start_soon(self._hold, tenure)
         log.info("%s leads with fencing token %d", self.name, tenure.token)
