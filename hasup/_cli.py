@@ -221,7 +221,8 @@ def cmd_status(args: argparse.Namespace) -> int:
         print(json.dumps(doc, indent=2))
         return 0
     print(f"{doc['node']}: {doc['state']} (term {doc['term']}, priority {doc['priority']}/"
-          f"{doc['effective_priority']}) service {doc['service']} for {doc['since_seconds']} s — {doc['reason']}")
+          f"{doc['effective_priority']}) service {doc['service']}, in this state for {doc['since_seconds']} s"
+          f" — {doc['reason']}")
     for peer in doc.get("peers", []):
         seen = "never" if peer["last_seen_ago"] is None else f"{peer['last_seen_ago']} s ago"
         print(f"  peer {peer['name'] or '?'} at {peer['address']}: {peer['state'] or '-'}"
@@ -249,7 +250,11 @@ def _control(args: argparse.Namespace, command: str, body: dict[str, object]) ->
         )
     except httpx.HTTPError as exc:
         raise HasupError(f"cannot reach {url}: {exc}") from None
-    return response.status_code, response.json()
+    try:
+        doc = response.json()
+    except ValueError:
+        doc = {"error": f"HTTP {response.status_code}: {response.text[:200]}"}
+    return response.status_code, doc if isinstance(doc, dict) else {"error": str(doc)}
 
 
 def cmd_switchover(args: argparse.Namespace) -> int:
@@ -398,6 +403,8 @@ def main(argv: list[str] | None = None) -> int:
         code: int = args.func(args)
     except KeyboardInterrupt:
         return 130
+    except ConfigError as exc:
+        return _fail(str(exc), 2)
     except HasupError as exc:
         return _fail(str(exc), 1)
     log.debug("%s finished in %.3f s", args.command, time.monotonic() - started)

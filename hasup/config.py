@@ -11,7 +11,7 @@ import stat
 import tomllib
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import attrs
 
@@ -22,6 +22,9 @@ from ._section import Section, Source
 from .backends import ServiceBackend, load_backend_class
 from .probes import Probe, ProbeOptions, load_probe_class
 from .protocol import Address, CoreConfig, KeyRing, PeerSpec, ProbeSpec
+
+if TYPE_CHECKING:
+    from .coordinator import Coordinator
 
 __all__ = ["Config", "GroupSettings", "NodeSettings", "load_config", "parse_config", "read_key_file"]
 
@@ -75,6 +78,8 @@ class Config:
     probes: tuple[ProbeEntry, ...] = ()
     status: StatusSettings = StatusSettings()
     notify: tuple[NotifyHook, ...] = ()
+    #: The raw ``[coordinator]`` table (validated), or None for heartbeat election.
+    coordinator: Mapping[str, Any] | None = None
     start_timeout: float = 60.0
     stop_timeout: float = 30.0
     warnings: tuple[str, ...] = ()
@@ -99,6 +104,7 @@ class Config:
             stop_timeout=self.stop_timeout,
             fault_holddown=self.group.fault_holddown,
             quorum=self.group.quorum,
+            external_leader=self.coordinator is not None,
             probes=tuple(
                 ProbeSpec(
                     name=p.options.name,
@@ -122,6 +128,15 @@ class Config:
         except ConfigError as exc:
             raise section.error("backend", exc.message) from None
         return cls.from_config(section)
+
+    def make_coordinator(self) -> Coordinator | None:
+        """The external leader election, if ``[coordinator]`` is configured."""
+        if self.coordinator is None:
+            return None
+        from .coordinator import load_coordinator
+
+        section = Section(self.coordinator, path="coordinator", source=Source(self.file, self.text))
+        return load_coordinator(section, group_id=self.group.id, name=self.node.name)
 
     def make_probes(self, backend: ServiceBackend | None = None) -> list[Probe]:
         source = Source(self.file, self.text)
@@ -303,6 +318,16 @@ def parse_config(text: str, file: str = "<config>") -> Config:
 
     notify = parse_hooks(root.get_tables("notify"))
 
+    coordinator_s = root.get_table("coordinator")
+    coordinator = None
+    if coordinator_s is not None:
+        from .coordinator import load_coordinator
+
+        coordinator = coordinator_s.data()
+        load_coordinator(
+            Section(coordinator, path="coordinator", source=source), group_id=group_id, name=node.name
+        )
+
     status_s = root.get_table("status")
     status = StatusSettings()
     if status_s is not None:
@@ -325,6 +350,7 @@ def parse_config(text: str, file: str = "<config>") -> Config:
         probes=tuple(probes),
         status=status,
         notify=notify,
+        coordinator=coordinator,
         warnings=tuple(warnings),
         text=text,
     )

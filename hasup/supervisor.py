@@ -93,6 +93,7 @@ class Supervisor:
         self._owns_backend = backend is None
         self.backend = backend if backend is not None else config.make_backend()
         self._notify_systemd = notify_systemd
+        self.coordinator = config.make_coordinator()
         self.probes = list(probes) if probes is not None else config.make_probes(self.backend)
         self._transport = transport
         self._state_file = state_file or StateFile(config.node.state_dir)
@@ -114,9 +115,11 @@ class Supervisor:
         self._status_port: int | None = None
         self._warned_preempt = False
         self._send_link_down = False
+        self._tracked_up = True
         #: Python callables (sync or async) called with every state change event.
         self.hooks: list[Callable[[SupervisorEvent], Any]] = []
         self._hook_runner = HookRunner(config.notify)
+        self._py_hook_send, self._py_hook_receive = anyio.create_memory_object_stream[SupervisorEvent](math.inf)
 
     # ------------------------------------------------------------------ public API
     @property
@@ -258,7 +261,12 @@ class Supervisor:
                 initial.value,
                 self.backend.describe(),
             )
-            async with anyio.create_task_group() as tg:
+            async with AsyncExitStack() as stack:
+                if self.coordinator is not None:
+                    # entered outside the task group so that its own tasks nest properly;
+                    # leaving it resigns the lease if this node still holds it
+                    await stack.enter_async_context(self.coordinator)
+                tg = await stack.enter_async_context(anyio.create_task_group())
                 self._tg = tg
                 async with self._lock:
                     self.node.service_status(initial, now)
@@ -267,8 +275,11 @@ class Supervisor:
                 tg.start_soon(self._executor)
                 tg.start_soon(self._watcher)
                 tg.start_soon(self._hook_runner.run)
+                tg.start_soon(self._run_python_hooks)
                 if self.config.group.track_interface:
                     tg.start_soon(self._track_links)
+                if self.coordinator is not None:
+                    tg.start_soon(self._leadership)
                 for probe in self.probes:
                     tg.start_soon(self._prober, probe)
                 if self.config.status.listen is not None:
@@ -282,6 +293,8 @@ class Supervisor:
             self._done.set()
             self._action_send.close()
             self._action_receive.close()
+            self._py_hook_send.close()
+            self._py_hook_receive.close()
             with anyio.CancelScope(shield=True):
                 await self._close_resources()
             for send in list(self._subscribers):
@@ -366,13 +379,13 @@ class Supervisor:
                 if exc.errno in LOCAL_NETWORK_ERRORS and not self._send_link_down:
                     self._send_link_down = True
                     log.error("network unusable: %s", exc)
-                    node.link_status(False, anyio.current_time())
+                    self._report_link(node)
                 log.debug("send to %s:%d failed: %s", address[0], address[1], exc)
             else:
                 if self._send_link_down:
                     self._send_link_down = False
                     log.warning("network usable again")
-                    node.link_status(True, anyio.current_time())
+                    self._report_link(node)
         for action in pending:
             self._action_send.send_nowait(action)
         # Wake the timer loop only when it sleeps too long (wake-ups dominate idle CPU).
@@ -381,6 +394,10 @@ class Supervisor:
             self._wake.set()
         if not self._warned_preempt:
             self._check_preempt_setting()
+
+    def _report_link(self, node: Node) -> None:
+        """One link input for the core: tracked interfaces up and sends working."""
+        node.link_status(self._tracked_up and not self._send_link_down, anyio.current_time())
 
     async def _persist(self, state: PersistentState) -> None:
         try:
@@ -448,14 +465,20 @@ class Supervisor:
             HookEvent(action.state, action.previous, self.config.node.name, self.config.group.id, action.term,
                       action.reason)
         )
-        for hook in list(self.hooks):
-            try:
-                result = hook(event)
-                if hasattr(result, "__await__"):
-                    await result
-            except Exception:  # noqa: BLE001 - a failing hook never blocks failover
-                self._count("hook_failures")
-                log.exception("notification hook failed")
+        if self.hooks:
+            self._py_hook_send.send_nowait(event)
+
+    async def _run_python_hooks(self) -> None:
+        """Python hooks run in order in their own task: a slow one never delays actions."""
+        async for event in self._py_hook_receive:
+            for hook in list(self.hooks):
+                try:
+                    result = hook(event)
+                    if hasattr(result, "__await__"):
+                        await result
+                except Exception:  # noqa: BLE001 - a failing hook never blocks failover
+                    self._count("hook_failures")
+                    log.exception("notification hook failed")
 
     def _on_alarm(self, action: Alarm) -> None:
         if action.active:
@@ -505,6 +528,50 @@ class Supervisor:
             log.info("service is %s", status.value)
             await self._input(lambda n, now: n.service_status(status, now))
 
+    async def _leadership(self) -> None:
+        """External election (``[coordinator]``): campaign while the core wants to lead.
+
+        A tenure ends when the coordinator reports the lease lost (the core stops the
+        service at once, before the lease can expire) or when the core gives the service
+        up (release, fault, shutdown): then the lease is resigned only after the stop is
+        confirmed, so the next leader never overlaps.
+        """
+        coord = self.coordinator
+        assert coord is not None
+        poll = min(max(self.config.group.advert_interval / 2, 0.02), 0.5)
+        while True:
+            while not self.node.wants_leadership(anyio.current_time()):
+                await anyio.sleep(poll)
+            token: int | None = None
+            async with anyio.create_task_group() as tg:
+
+                async def give_up_when_unwanted() -> None:
+                    while self.node.wants_leadership(anyio.current_time()):
+                        await anyio.sleep(poll)
+                    tg.cancel_scope.cancel()
+
+                tg.start_soon(give_up_when_unwanted)
+                token = await coord.campaign()
+                tg.cancel_scope.cancel()
+            if token is None:
+                continue
+            log.info("coordinator granted leadership (fencing token %d)", token)
+            lost = coord.leader_lost
+            await self._input(lambda n, now: n.leadership(True, token, now))
+            while not lost.is_set():
+                node = self.node
+                if node.state not in (State.CLAIMING, State.MASTER) and not node.holder:
+                    break
+                with anyio.move_on_after(poll):
+                    await lost.wait()
+            if lost.is_set():
+                log.error("coordinator leadership lost: %s", coord.lost_reason)
+                await self._input(lambda n, now: n.leadership(False, 0, now))
+            else:
+                await self._input(lambda n, now: n.leadership(False, 0, now))
+                await coord.resign()
+                log.info("resigned leadership after the service stopped")
+
     async def _track_links(self) -> None:
         from ._linkwatch import LinkWatcher
 
@@ -512,7 +579,10 @@ class Supervisor:
         async with aclosing(watcher.watch()) as changes:
             async for up, detail in changes:
                 log.log(logging.INFO if up else logging.ERROR, "%s", detail)
-                await self._input(lambda n, now: n.link_status(up, now))
+                self._tracked_up = up
+                async with self._lock:
+                    self._report_link(self.node)
+                    await self._flush()
 
     async def _prober(self, probe: Probe) -> None:
         options = probe.options

@@ -46,7 +46,7 @@ if ! "$DOCKER" image inspect "$BASE" >/dev/null 2>&1; then
     mkdir -p "$CACHE"
     log "mmdebstrap: Debian 12 minbase + python3 -> $TARBALL"
     # minbase: essential packages + apt; no docs, man pages or locales in the image.
-    mmdebstrap --quiet --variant=minbase --include=python3,python3-venv,ca-certificates \
+    mmdebstrap --quiet --format=tar --variant=minbase --include=python3,python3-venv,ca-certificates \
       --dpkgopt='path-exclude=/usr/share/man/*' \
       --dpkgopt='path-exclude=/usr/share/doc/*' \
       --dpkgopt='path-include=/usr/share/doc/*/copyright' \

@@ -7,8 +7,11 @@ its key file paths replaced by a real 0600 key file.
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import re
+import subprocess
+import sys
 import tomllib
 from pathlib import Path
 
@@ -17,7 +20,12 @@ import pytest
 from hasup.config import parse_config
 
 ROOT = Path(__file__).resolve().parent.parent
-DOCS = [ROOT / "docs" / "configuration.md", ROOT / "docs" / "security.md"]
+DOCS = [
+    ROOT / "docs" / "configuration.md",
+    ROOT / "docs" / "security.md",
+    ROOT / "docs" / "migrating-from-keepalived.md",
+    ROOT / "docs" / "operations.md",
+]
 FENCE = re.compile(r"^```toml\n(.*?)^```", re.MULTILINE | re.DOTALL)
 KEY_PATH = re.compile(r'(\b(?:key_file|file)\s*=\s*)"[^"]*"')
 
@@ -81,3 +89,31 @@ def test_documented_error_format_matches_code(tmp_path: Path) -> None:
     assert str(info.value) == "hasup.toml: node.priority: must be between 1 and 254, got 300 (line 3)"
     reference = (ROOT / "docs" / "configuration.md").read_text(encoding="utf-8")
     assert "node.priority: must be between 1 and 254, got 300 (line 3)" in reference
+
+
+@pytest.mark.skipif(
+    importlib.util.find_spec("mkdocs") is None, reason="mkdocs is not installed (pip install mkdocs)"
+)
+def test_docs_site_builds_strictly(tmp_path: Path) -> None:
+    """Broken links, missing nav pages and bad anchors fail the build (``--strict``)."""
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "mkdocs",
+            "build",
+            "--strict",
+            "-q",
+            "-f",
+            str(ROOT / "mkdocs.yml"),
+            "-d",
+            str(tmp_path / "site"),
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert (tmp_path / "site" / "index.html").exists()

@@ -66,6 +66,9 @@ class CoreConfig:
     probes: tuple[ProbeSpec, ...] = ()
     #: Longest leave-running hold a STOPPING node may ask peers for.
     max_hold: float = 30.0
+    #: Leadership comes from an external coordinator (etcd) through ``Node.leadership``;
+    #: heartbeats still carry state, health and the release handshake.
+    external_leader: bool = False
 
     @property
     def group_size(self) -> int:
@@ -73,6 +76,8 @@ class CoreConfig:
 
     @property
     def quorum_required(self) -> bool:
+        if self.external_leader:
+            return False  # the coordinator is the quorum
         if self.quorum == "auto":
             return self.group_size >= 3
         return self.quorum == "majority"

@@ -104,6 +104,9 @@ class Node:
         self._marks_saved_at = now
         self._alarms: dict[str, str] = {}
         self._timer: float | None = None
+        self._granted = False
+        self._grant_token = 0
+        self._released_at = -INF
         self._last_reason = "starting"
         self._persist(now)
         self._update(now)
@@ -204,11 +207,13 @@ class Node:
             # teach us which name lives at this address.
             if (hb.epoch, hb.seq) <= self._marks.get(hb.name, (0, 0)):
                 self._drop(Drop.REPLAY)
+                peer.replays += 1
                 return
             peer.name = hb.name
             peer.mark = max(peer.mark, self._marks.get(hb.name, (0, 0)))
         if (hb.epoch, hb.seq) <= peer.mark:
             self._drop(Drop.REPLAY)
+            peer.replays += 1
             return
         if self._steady(peer, hb, now):
             # Nothing a decision depends on changed: refresh the peer, keep the timer
@@ -338,12 +343,49 @@ class Node:
         self._update(now)
         return best.name
 
+    def leadership(self, granted: bool, token: int, now: float) -> None:
+        """External coordinator input: leadership granted (with its fencing token) or lost."""
+        self._granted = granted
+        if granted:
+            self._grant_token = token
+        self._update(now)
+
+    def wants_leadership(self, now: float) -> bool:
+        """With an external coordinator: whether to campaign now (or keep leadership).
+
+        Only the best-ranked eligible node campaigns, so failback and preference work
+        as with heartbeats; the named target of a release campaigns regardless.
+        """
+        if not self.config.external_leader:
+            return False
+        if self._state in (State.CLAIMING, State.MASTER):
+            return True
+        if (
+            self._state != State.BACKUP
+            or self._maintenance
+            or self.effective_priority == 0
+            or not self._link_up
+            or not self._probes.always_ok()
+        ):
+            return False
+        live = [p for p in self._peers.values() if p.live(now)]
+        if any(
+            p.state == State.RELEASING and p.last is not None and p.last.release_target == self.config.name
+            for p in live
+        ):
+            return True
+        if now - self._released_at < self.master_down_interval():
+            return False  # we just handed over: let the target take it
+        me = (self.effective_priority, self.config.name)
+        return not any(p.candidate() and p.rank > me for p in live)
+
     def forget_peer(self, name: str, now: float) -> None:
         """Clear a peer's replay high-water mark (``hasup forget-peer``), e.g. after its
         state directory was wiped and it restarted with a lower epoch."""
         for peer in self._peers.values():
             if peer.name == name:
                 peer.mark = (0, 0)
+                peer.replays = 0
                 if peer.configured_name is None:
                     peer.name = None
         self._marks.pop(name, None)
@@ -395,6 +437,10 @@ class Node:
                 "config_mismatch", f"peer {hb.name} has different group settings (advert, quorum, size)"
             )
         peer.config_mismatch = mismatch
+        if not mismatch and "config_mismatch" in self._alarms and not any(
+            p.config_mismatch for p in self._peers.values()
+        ):
+            self._clear_alarm("config_mismatch")
         if not was_live:
             peer.alive_since = now
             peer.conflict_since = None
@@ -503,7 +549,10 @@ class Node:
         self._stop(now, reason)
 
     def _claim(self, now: float, reason: str) -> None:
-        self._term = max(self._term, self._max_term_seen) + 1
+        if self.config.external_leader:
+            self._term = max(self._term, self._grant_token)  # the coordinator's fencing token
+        else:
+            self._term = max(self._term, self._max_term_seen) + 1
         self._max_term_seen = self._term
         self._set_state(Event.CLAIM, now, reason)
         self._persist(now)
@@ -729,6 +778,7 @@ class Node:
             return  # wait for the backend's first answer
         if (
             self._resume_candidate
+            and not cfg.external_leader  # there, leadership must come from the coordinator
             and self._service is ServiceStatus.RUNNING
             and now >= self._started_at + 1.5 * cfg.advert_interval
             and not any(p.active and p.state == State.MASTER for p in live)
@@ -753,6 +803,18 @@ class Node:
             self._stop(now, "service failed while BACKUP")
             return
         blocking = [p for p in live if p.blocks_claim()]
+        if cfg.external_leader:
+            if self._granted and healthy and not self._maintenance and self.effective_priority > 0:
+                self._claim(now, "leadership granted by the coordinator")
+                return
+            if self.holder and self._pending is None and any(p.state == State.CLAIMING for p in live):
+                self._stop(now, "another node was granted leadership")
+                return
+            if blocking:
+                self._decide_preempt(live, blocking, now)
+            else:
+                self._clear_takeover()
+            return
         # Release handshake: the holder named us.
         for peer in live:
             if peer.state == State.RELEASING and peer.last and peer.last.release_target == cfg.name:
@@ -818,6 +880,11 @@ class Node:
             self._changed(now)
 
     def _decide_claiming(self, live: list[PeerView], now: float) -> None:
+        if self.config.external_leader and not self._granted:
+            self._set_state(Event.ABORT_CLAIM, now, "leadership lost")
+            if self.holder:
+                self._stop(now, "leadership lost")
+            return
         me = (self.effective_priority, self.config.name)
         for peer in live:
             if peer.state == State.MASTER and (peer.active or not self.holder):
@@ -837,6 +904,9 @@ class Node:
             self._start(now, self._last_reason)
 
     def _decide_master(self, live: list[PeerView], now: float) -> None:
+        if self.config.external_leader and not self._granted:
+            self._release(now, None, "leadership lost (coordinator)")
+            return
         if self._pending is None and self._service is ServiceStatus.STOPPED:
             self._fault(now, "service stopped")
             return
@@ -867,6 +937,7 @@ class Node:
             self._release_target = None
             self._release_deadline = INF
             self._set_state(Event.RELEASED, now, "release complete")
+            self._released_at = now
             self._vacant_since = None
 
     # ---------------------------------------------------------------- sending and timers
@@ -968,6 +1039,7 @@ class Node:
                     "effective_priority": p.effective_priority if p.last else None,
                     "last_seen_ago": None if p.last_rx is None else round(now - p.last_rx, 3),
                     "config_mismatch": p.config_mismatch,
+                    "rejected_as_stale": p.replays,
                 }
                 for p in self._peers.values()
             ],

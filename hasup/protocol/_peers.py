@@ -44,6 +44,8 @@ class PeerView:
     #: When we first saw it as a conflicting holder (for one-way loss timing).
     conflict_since: float | None = None
     config_mismatch: bool = False
+    #: Datagrams from this peer dropped as replays/stale (``hasup forget-peer`` clears).
+    replays: int = 0
 
     def live(self, now: float) -> bool:
         return self.last is not None and now < self.down_at

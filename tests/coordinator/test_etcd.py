@@ -7,9 +7,12 @@ printed (``pytest -s``) and recorded in docs/coordinator.md.
 from __future__ import annotations
 
 import math
+import re
 import sys
+import tomllib
 from collections.abc import Callable
 from contextlib import AsyncExitStack
+from pathlib import Path
 
 import anyio
 import pytest
@@ -322,7 +325,7 @@ def _section(text: dict[str, object]) -> Section:
     return Section(text, path="coordinator", source=Source("hasup.toml"))
 
 
-def test_from_section_defaults_and_errors(tmp_path: object) -> None:
+def test_from_section_defaults_and_errors() -> None:
     c = load_coordinator(
         _section({"type": "etcd", "endpoints": ["http://127.0.0.1:2379"]}), group_id=7, name="n1"
     )
@@ -345,3 +348,22 @@ def test_from_section_defaults_and_errors(tmp_path: object) -> None:
     for table, message in bad:
         with pytest.raises(ConfigError, match=message):
             load_coordinator(_section(table), group_id=7, name="n1")
+
+
+def test_docs_example_is_a_valid_coordinator_table(tmp_path: Path) -> None:
+    text = (Path(__file__).resolve().parents[2] / "docs" / "coordinator.md").read_text()
+    block = re.search(r"```toml\n(.*?)```", text, re.DOTALL)
+    assert block is not None
+    for name in ("ca", "cert", "key", "password"):
+        (tmp_path / name).write_text("secret\n")
+    toml = re.sub(
+        r'(ca|cert|key|password)_file = "[^"]*"', lambda m: f'{m[1]}_file = "{tmp_path / m[1]}"', block[1]
+    )
+    table = tomllib.loads(toml)["coordinator"]
+    table.pop("ca_file")  # the dummy files are not certificates: check the rest
+    table.pop("cert_file")
+    table.pop("key_file")
+    coordinator = load_coordinator(_section(table), group_id=7, name="n1")
+    assert isinstance(coordinator, EtcdCoordinator)
+    assert coordinator.ttl == 5.0
+    assert coordinator.client._password == "secret"

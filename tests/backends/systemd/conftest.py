@@ -366,8 +366,11 @@ def hasup_pair(
 
 
 def stop_pair(instance: SystemdInstance, nodes: tuple[HasupProcess, ...]) -> None:
-    """Leave nothing running: SIGTERM the supervisors, then stop their units regardless."""
-    for node in nodes:
+    """Leave nothing running: SIGTERM the supervisors, then stop their units regardless.
+
+    Non-masters go first, so the master's resignation does not make a peer claim.
+    """
+    for node in sorted(nodes, key=lambda n: n.state() == "MASTER"):
         node.terminate()
     instance.systemctl("stop", *(node.unit for node in nodes))
     instance.systemctl("reset-failed", *(node.unit for node in nodes))
