@@ -1,45 +1,124 @@
-"""Prometheus text exposition of a supervisor's state and counters."""
+"""Prometheus metrics of one supervisor (text exposition via prometheus-client).
+
+Event-driven series (transitions, failover durations, probe and backend latencies)
+are recorded as they happen; state, priority, service status, peers and the core's
+heartbeat counters are read from the core at scrape time by a custom collector.
+"""
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from typing import TYPE_CHECKING
 
 import anyio
-from prometheus_client import CollectorRegistry, Gauge, generate_latest
+from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
 
 from .protocol import ServiceStatus, State
 
 if TYPE_CHECKING:
     from .supervisor import Supervisor
 
-__all__ = ["render_metrics"]
+__all__ = ["SupervisorMetrics"]
+
+_LATENCY = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60)
 
 
-def render_metrics(sup: Supervisor) -> bytes:
-    """Render current values (a fresh registry per scrape: values come from the core)."""
-    registry = CollectorRegistry()
-    node = sup.config.node.name
-    state = Gauge("hasup_state", "1 for the node's current state", ["node", "state"], registry=registry)
-    for s in State:
-        state.labels(node, s.name).set(1 if sup.state == s else 0)
-    service = Gauge("hasup_service_status", "1 for the service's current status", ["node", "status"], registry=registry)
-    current = sup.node.service if sup._node is not None else ServiceStatus.UNKNOWN  # noqa: SLF001
-    for st in ServiceStatus:
-        service.labels(node, st.value).set(1 if current is st else 0)
-    if sup._node is not None:  # noqa: SLF001
-        Gauge("hasup_effective_priority", "Effective priority", ["node"], registry=registry).labels(node).set(
-            sup.node.effective_priority
+class SupervisorMetrics:
+    def __init__(self, sup: Supervisor) -> None:
+        self.registry = CollectorRegistry()
+        node = sup.config.node.name
+        self.transitions = Counter(
+            "hasup_transitions", "State transitions", ["node", "from_state", "to_state"], registry=self.registry
         )
-        Gauge("hasup_term", "Current term (fencing token)", ["node"], registry=registry).labels(node).set(sup.node.term)
-        peer_live = Gauge("hasup_peer_live", "1 while the peer is heard", ["node", "peer"], registry=registry)
+        self.failovers = Histogram(
+            "hasup_failover_seconds",
+            "Takeovers by this node: from its claim to its service running",
+            ["node"],
+            buckets=_LATENCY,
+            registry=self.registry,
+        )
+        self.probe_seconds = Histogram(
+            "hasup_probe_seconds", "Probe run time", ["node", "probe"], buckets=_LATENCY, registry=self.registry
+        )
+        self.probe_results = Counter(
+            "hasup_probe_results", "Probe results", ["node", "probe", "result"], registry=self.registry
+        )
+        self.backend_seconds = Histogram(
+            "hasup_backend_call_seconds",
+            "Backend start/stop call latency",
+            ["node", "call", "result"],
+            buckets=_LATENCY,
+            registry=self.registry,
+        )
+        self.registry.register(_CoreCollector(sup))
+        self._node = node
+
+    def transition(self, previous: State, state: State) -> None:
+        self.transitions.labels(self._node, previous.name, state.name).inc()
+
+    def failover(self, seconds: float) -> None:
+        self.failovers.labels(self._node).observe(seconds)
+
+    def probe(self, name: str, ok: bool, seconds: float) -> None:
+        self.probe_seconds.labels(self._node, name).observe(seconds)
+        self.probe_results.labels(self._node, name, "ok" if ok else "failed").inc()
+
+    def backend_call(self, call: str, ok: bool, seconds: float) -> None:
+        self.backend_seconds.labels(self._node, call, "ok" if ok else "failed").observe(seconds)
+
+    def render(self) -> bytes:
+        return generate_latest(self.registry)
+
+
+class _CoreCollector(Collector):
+    """Values owned by the core, read at scrape time."""
+
+    def __init__(self, sup: Supervisor) -> None:
+        self._sup = sup
+
+    def collect(self) -> Iterator[Metric]:
+        sup = self._sup
+        node = sup.config.node.name
+        state = GaugeMetricFamily("hasup_state", "1 for the node's current state", labels=["node", "state"])
+        for s in State:
+            state.add_metric([node, s.name], 1 if sup.state == s else 0)
+        yield state
+        core = sup._node  # noqa: SLF001 - the collector is part of the supervisor
+        service = GaugeMetricFamily(
+            "hasup_service_status", "1 for the service's current status", labels=["node", "status"]
+        )
+        current = core.service if core is not None else ServiceStatus.UNKNOWN
+        for st in ServiceStatus:
+            service.add_metric([node, st.value], 1 if current is st else 0)
+        yield service
+        if core is None:
+            return
+        yield GaugeMetricFamily("hasup_effective_priority", "Effective priority", value=core.effective_priority)
+        yield GaugeMetricFamily("hasup_term", "Current term (fencing token)", value=core.term)
         now = anyio.current_time()
-        for p in sup.node.peers():
-            peer_live.labels(node, p.name or f"{p.address[0]}:{p.address[1]}").set(1 if p.live(now) else 0)
-    counters = Gauge("hasup_counter", "Counters of the core and the supervisor", ["node", "name"], registry=registry)
-    seconds = Gauge("hasup_last_duration_seconds", "Duration of the last call", ["node", "name"], registry=registry)
-    for key, value in sorted(sup.statistics().items()):
-        if key.endswith("_seconds"):
-            seconds.labels(node, key.removesuffix("_seconds")).set(value)
-        else:
-            counters.labels(node, key).set(value)
-    return generate_latest(registry)
+        live = GaugeMetricFamily("hasup_peer_live", "1 while the peer is heard", labels=["node", "peer"])
+        for p in core.peers():
+            live.add_metric([node, p.name or f"{p.address[0]}:{p.address[1]}"], 1 if p.live(now) else 0)
+        yield live
+        alarms = GaugeMetricFamily("hasup_alarm", "1 while an alarm is raised", labels=["node", "kind"])
+        for kind in core.alarms:
+            alarms.add_metric([node, kind], 1)
+        yield alarms
+        stats = sup.statistics()
+        beats = CounterMetricFamily("hasup_heartbeats", "Heartbeats", labels=["node", "direction"])
+        beats.add_metric([node, "sent"], stats.get("sent", 0))
+        beats.add_metric([node, "received"], stats.get("received", 0))
+        yield beats
+        dropped = CounterMetricFamily("hasup_heartbeats_dropped", "Dropped datagrams", labels=["node", "reason"])
+        for key, value in stats.items():
+            if key.startswith("dropped_"):
+                dropped.add_metric([node, key.removeprefix("dropped_")], value)
+        yield dropped
+        other = CounterMetricFamily("hasup_events", "Other counters", labels=["node", "name"])
+        for key, value in sorted(stats.items()):
+            if key in ("sent", "received") or key.startswith("dropped_") or key.endswith("_seconds"):
+                continue
+            other.add_metric([node, key], value)
+        yield other

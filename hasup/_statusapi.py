@@ -31,9 +31,7 @@ class StatusAPI:
         if path == "/healthz":
             return 200, "text/plain", f"ok {self._sup.state.name}\n".encode()
         if path == "/metrics":
-            from ._metrics import render_metrics
-
-            return 200, "text/plain; version=0.0.4; charset=utf-8", render_metrics(self._sup)
+            return 200, "text/plain; version=0.0.4; charset=utf-8", self._sup.metrics.render()
         return 404, "text/plain", b"not found\n"
 
     async def _control(

@@ -94,6 +94,10 @@ class Supervisor:
         self.backend = backend if backend is not None else config.make_backend()
         self._notify_systemd = notify_systemd
         self.coordinator = config.make_coordinator()
+        from ._metrics import SupervisorMetrics
+
+        self.metrics = SupervisorMetrics(self)
+        self._claimed_at: float | None = None
         self.probes = list(probes) if probes is not None else config.make_probes(self.backend)
         self._transport = transport
         self._state_file = state_file or StateFile(config.node.state_dir)
@@ -445,6 +449,7 @@ class Supervisor:
             ok, detail = False, str(exc)
         elapsed = anyio.current_time() - began
         self._stats[f"backend_{verb}_seconds"] = round(elapsed, 6)
+        self.metrics.backend_call(verb, ok, elapsed)
         self._count(f"backend_{verb}_{'ok' if ok else 'failed'}")
         if ok:
             log.info("service %s in %.3f s", "started" if verb == "start" else "stopped", elapsed)
@@ -457,6 +462,12 @@ class Supervisor:
             log.warning("%s: %s (notifications re-run)", action.state.name, action.reason)
         else:
             log.info("%s: %s", action.state.name, action.reason)
+            self.metrics.transition(action.previous, action.state)
+            if action.state == State.CLAIMING:
+                self._claimed_at = anyio.current_time()
+            elif action.state == State.MASTER and action.previous == State.CLAIMING and self._claimed_at:
+                self.metrics.failover(anyio.current_time() - self._claimed_at)
+                self._count("failovers")
         event = SupervisorEvent(
             "state", action.state, action.previous, action.reason, action.term, anyio.current_time(), time.time()
         )
@@ -596,7 +607,9 @@ class Supervisor:
                         ok, detail = outcome.ok, outcome.detail
                     except Exception as exc:  # noqa: BLE001 - a broken probe is a failing probe
                         ok, detail = False, f"probe error: {exc!r}"
-                self._stats[f"probe_{options.name}_seconds"] = round(anyio.current_time() - began, 6)
+                took = anyio.current_time() - began
+                self._stats[f"probe_{options.name}_seconds"] = round(took, 6)
+                self.metrics.probe(options.name, ok, took)
                 self._count(f"probe_{options.name}_{'ok' if ok else 'failed'}")
                 if not ok:
                     log.info("probe %s failed: %s", options.name, detail)

@@ -225,6 +225,10 @@ def test_switchover_maintenance_metrics_and_hooks(tmp_path: Path) -> None:
             with urllib.request.urlopen(f"http://127.0.0.1:{a.status_port}/metrics", timeout=2) as r:
                 metrics = r.read().decode()
             assert 'hasup_state{node="edge-a",state="BACKUP"} 1.0' in metrics
+            assert 'hasup_transitions_total{from_state="MASTER",node="edge-a",to_state="RELEASING"} 1.0' in metrics
+            assert 'hasup_failover_seconds_count{node="edge-a"} 1.0' in metrics
+            assert 'hasup_backend_call_seconds_count{call="stop",node="edge-a",result="ok"} 1.0' in metrics
+            assert 'hasup_heartbeats_total{direction="received",node="edge-a"}' in metrics
             off = hasup_cli("maintenance", "off", "-c", str(a.config))
             assert off.returncode == 0, off.stderr
             wait_until(lambda: a.state() == "MASTER" and answers(a.http) and not answers(b.http), timeout=20,
