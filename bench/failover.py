@@ -205,8 +205,8 @@ def _nodeloss_failback(
     ensure_steady(impl, obs)
     time.sleep(rng.uniform(0, 1))
     obs.clear()
-    t_kill = obs.mark("kill")
-    impl.kill_node(a)
+    impl.kill_node(a, before=lambda: obs.mark("kill"))
+    t_kill = obs.timeline().mark_time("kill")
     obs.wait(lambda: b.name in obs.serving(), timeout=40, what=f"{b.name} serving after node loss")
     obs.wait_serving({b.name}, timeout=40, hold=1.0)
     tl = obs.timeline()
@@ -236,9 +236,9 @@ def _crash(impl: Any, obs: Observer, res: ImplResult, rng: random.Random, a: Nod
     ensure_steady(impl, obs)
     time.sleep(rng.uniform(0, 1))
     obs.clear()
-    t_kill = obs.mark("kill")
-    if not impl.kill_service(a):
+    if not impl.kill_service(a, before=lambda: obs.mark("kill")):
         raise RuntimeError("no service process found to kill")
+    t_kill = obs.timeline().mark_time("kill")
     obs.wait(lambda: obs.timeline().first_down(t_kill, a.name) is not None, timeout=5, what="service down")
     obs.wait(lambda: bool(obs.serving()), timeout=45, what="a service answering after the crash")
     obs.wait_serving(obs.serving(), timeout=10, hold=1.0)

@@ -14,6 +14,7 @@ time) or :class:`CoordinatorError` (etcd answered and refused: auth, bad request
 from __future__ import annotations
 
 import base64
+import contextlib
 import json
 import logging
 import math
@@ -339,22 +340,24 @@ class EtcdClient:
                     if int(data.get("code", 0) or 0) == _UNAUTHENTICATED:
                         self._token = None
                     raise _TryElsewhere(_message(data, response))
-                async for line in response.aiter_lines():
-                    if not line.strip():
-                        continue
-                    message = json.loads(line)
-                    if "error" in message:
-                        raise _TryElsewhere(str(message["error"]))
-                    result = message.get("result", {})
-                    if int(result.get("compact_revision", 0) or 0):
-                        raise WatchCompacted(int(result["compact_revision"]))
-                    if result.get("canceled"):
-                        raise _TryElsewhere(f"watch canceled: {result.get('cancel_reason', '')}")
-                    for event in result.get("events") or []:
-                        kv = KeyValue.from_json(event.get("kv", {}))
-                        send.send_nowait(WatchEvent(type=event.get("type", "PUT"), kv=kv))
-                        next_revision = kv.mod_revision + 1
-                        self._preferred = self.endpoints.index(endpoint)
+                # aclosing: under trio an abandoned async generator warns when collected
+                async with contextlib.aclosing(response.aiter_lines()) as stream_lines:
+                    async for line in stream_lines:
+                        if not line.strip():
+                            continue
+                        message = json.loads(line)
+                        if "error" in message:
+                            raise _TryElsewhere(str(message["error"]))
+                        result = message.get("result", {})
+                        if int(result.get("compact_revision", 0) or 0):
+                            raise WatchCompacted(int(result["compact_revision"]))
+                        if result.get("canceled"):
+                            raise _TryElsewhere(f"watch canceled: {result.get('cancel_reason', '')}")
+                        for event in result.get("events") or []:
+                            kv = KeyValue.from_json(event.get("kv", {}))
+                            send.send_nowait(WatchEvent(type=event.get("type", "PUT"), kv=kv))
+                            next_revision = kv.mod_revision + 1
+                            self._preferred = self.endpoints.index(endpoint)
         except (TimeoutError, httpx.TransportError, _TryElsewhere) as exc:
             raise _Broken(next_revision) from exc
         raise _Broken(next_revision)

@@ -421,6 +421,7 @@ class SyncEngine:
         if local is not None and local_hash == manifest.hash:
             await channel.send_json(WANT, [])
             await anyio.to_thread.run_sync(self._adopt, info, local_hash)
+            self._event("applied", generation=info.generation.short())
             return info.generation
         dirty = not local_empty and local_hash != self._local_hash
         if (
@@ -501,6 +502,7 @@ class SyncEngine:
                 generation=info.generation.short(),
             )
         log.info("sync: %s now at generation %s", self.root, info.generation.short())
+        self._event("applied", generation=info.generation.short())
         return info.generation
 
     def _rescan_applied(self, manifest: Manifest, info: SnapshotInfo) -> None:

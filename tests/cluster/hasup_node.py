@@ -21,6 +21,7 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -266,12 +267,14 @@ class HasupCluster:
             with contextlib.suppress(Exception):
                 node.wait_exit("hasup", 5)
 
-    def kill_service(self, node: Node) -> list[int]:
-        return node.kill_port(SERVICE_PORT)
+    def kill_service(self, node: Node, *, before: Callable[[], object] | None = None) -> list[int]:
+        return node.kill_port(SERVICE_PORT, before=before)
 
-    def kill_node(self, node: Node) -> None:
+    def kill_node(self, node: Node, *, before: Callable[[], object] | None = None) -> None:
         """Node loss: kill -9 of hasup and of its service at once."""
         pids = self.supervisor_pids(node) + self.service_pids(node)
+        if before is not None:
+            before()  # after the look-ups, right before the signals
         _freeze_then_kill(pids)
         with contextlib.suppress(Exception):
             node.wait_exit("hasup", 5)

@@ -25,6 +25,7 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -317,15 +318,17 @@ class KeepalivedPair:
         with contextlib.suppress(Exception):
             node.wait_exit("keepalived", 5)
 
-    def kill_service(self, node: Node) -> list[int]:
-        pids = node.kill_port(SERVICE_PORT)
+    def kill_service(self, node: Node, *, before: Callable[[], object] | None = None) -> list[int]:
+        pids = node.kill_port(SERVICE_PORT, before=before)
         with contextlib.suppress(FileNotFoundError):
             (self.roles[node.name].dir / "svc.pid").unlink()
         return pids
 
-    def kill_node(self, node: Node) -> None:
+    def kill_node(self, node: Node, *, before: Callable[[], object] | None = None) -> None:
         """Node loss: kill -9 of keepalived and of the service; the VIP goes with the box."""
         pids = self.supervisor_pids(node)[::-1] + self.service_pids(node)  # parent first
+        if before is not None:
+            before()  # after the look-ups, right before the signals
         _freeze_then_kill(pids)
         node.run(["ip", "addr", "del", VIP, "dev", node.dev], check=False)
         with contextlib.suppress(FileNotFoundError):

@@ -166,7 +166,14 @@ class Timeline:
         return [i for i in clipped if i.end > i.start or (i.end == i.start and t0 <= i.start <= t1)]
 
     def serving_at(self, t: float) -> set[str]:
-        return {n for n in self.up if any(i.start <= t < i.end for i in self.intervals(n))}
+        out = set()
+        for n, samples in self.up.items():
+            ivs = self.intervals(n)
+            if any(i.start <= t < i.end for i in ivs):
+                out.add(n)
+            elif t >= self.end and samples and samples[-1][1] and ivs and ivs[-1].start <= t:
+                out.add(n)  # still serving at the newest sample
+        return out
 
     def first_up(self, after: float, nodes: Iterable[str] | None = None) -> tuple[float, str] | None:
         """First sample at or after ``after`` where one of ``nodes`` (default all) served."""

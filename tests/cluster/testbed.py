@@ -32,7 +32,7 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
@@ -337,9 +337,16 @@ class Node:
         out = self.run(["ss", "-Hltnp", f"sport = :{port}"], check=False).stdout
         return sorted({int(m) for m in re.findall(r"pid=(\d+)", out)})
 
-    def kill_port(self, port: int, sig: int = signal.SIGKILL) -> list[int]:
-        """Send ``sig`` (kill -9 by default) to whatever listens on ``port``."""
+    def kill_port(
+        self, port: int, sig: int = signal.SIGKILL, *, before: Callable[[], object] | None = None
+    ) -> list[int]:
+        """Send ``sig`` (kill -9 by default) to whatever listens on ``port``.
+
+        ``before`` is called between the look-up and the signal (e.g. to mark the instant).
+        """
         pids = self.listening_pids(port)
+        if before is not None:
+            before()
         for pid in pids:
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, sig)
@@ -488,10 +495,12 @@ class Node:
                 ":HSFW-OUT - [0:0]",
                 ":HSEM-IN - [0:0]",
                 ":HSEM-OUT - [0:0]",
-                "-A INPUT -j HSFW-IN",
-                "-A INPUT -j HSEM-IN",
-                "-A OUTPUT -j HSFW-OUT",
-                "-A OUTPUT -j HSEM-OUT",
+                # only the node's network: its own loopback traffic (the observer's samples,
+                # /status) is never impaired, as with tc netem on the veth
+                "-A INPUT ! -i lo -j HSFW-IN",
+                "-A INPUT ! -i lo -j HSEM-IN",
+                "-A OUTPUT ! -o lo -j HSFW-OUT",
+                "-A OUTPUT ! -o lo -j HSEM-OUT",
                 "COMMIT",
                 "*mangle",
                 ":HSEM-DUP - [0:0]",

@@ -1,9 +1,9 @@
 """A sync endpoint in its own process, for the kill -9 tests.
 
-    python sync_node.py serve ROOT STATE_DIR            -> prints "LISTEN <port>"
-    python sync_node.py pull ROOT STATE_DIR PORT [--pause]
-        prints "PROGRESS" at the first received chunk (and with --pause blocks until a
-        line arrives on stdin), then "DONE <generation>" or "ERROR <message>" (exit 3).
+python sync_node.py serve ROOT STATE_DIR            -> prints "LISTEN <port>"
+python sync_node.py pull ROOT STATE_DIR PORT [--pause]
+    prints "PROGRESS" at the first received chunk (and with --pause blocks until a
+    line arrives on stdin), then "DONE <generation>" or "ERROR <message>" (exit 3).
 """
 
 from __future__ import annotations
@@ -21,7 +21,9 @@ KEY = bytes(range(32))
 
 def engine(root: str, state: str, on_event: Any = None) -> SyncEngine:
     settings = SyncSettings(path=root, listen=("127.0.0.1", 0))
-    return SyncEngine(settings, group_keys=[KEY], node_name=Path(state).name, state_dir=state, on_event=on_event)
+    return SyncEngine(
+        settings, group_keys=[KEY], node_name=Path(state).name, state_dir=state, on_event=on_event
+    )
 
 
 async def serve(root: str, state: str) -> None:

@@ -13,7 +13,7 @@ import pytest
 from hasup.sync import AuthenticationFailed, DiskFull, Generation, SyncEngine, UnsafeSnapshot
 
 from .._support import missing_component
-from .helpers import OTHER_KEY, make_db, make_engine, make_tree, serving, staging_dirs, tree_state
+from .helpers import KEY, OTHER_KEY, make_db, make_engine, make_tree, serving, staging_dirs, tree_state
 
 pytestmark = pytest.mark.anyio
 
@@ -125,9 +125,12 @@ async def test_both_sides_changed_keeps_both_copies(tmp_path: Path) -> None:
         await b2.pull(addr)
     assert (dst / "neuron" / "plugins.json").read_text() == "edited on a"
     kept = [p for p in dst.parent.iterdir() if p.name.startswith("data.conflict-")]
-    assert len(kept) == 1 and kept[0].name.endswith("-b")
+    assert len(kept) == 1
+    assert kept[0].name.endswith("-b")
     assert (kept[0] / "neuron" / "plugins.json").read_text() == "edited on b"
-    assert tree_state(kept[0], ignore=("neuron/plugins.json",)) == tree_state(src, ignore=("neuron/plugins.json",))
+    assert tree_state(kept[0], ignore=("neuron/plugins.json",)) == tree_state(
+        src, ignore=("neuron/plugins.json",)
+    )
     assert b2.status().conflicts == 1
     assert [e for e, _ in events if e == "conflict"] == ["conflict"]
 
@@ -147,19 +150,20 @@ async def test_unpublished_local_edit_is_kept(tmp_path: Path) -> None:
 
 
 async def test_older_source_does_not_overwrite(tmp_path: Path) -> None:
-    src, dst, a, b = pair(tmp_path)
+    _src, dst, a, b = pair(tmp_path)
     async with serving(a) as addr:
         await b.pull(addr)
     (dst / "empty").write_text("newer on b")
     await b.snapshot_now()
     async with serving(a) as addr:
         gen = await b.pull(addr)  # a still holds the generation b descends from
-    assert gen == b.current_generation() and gen.number == 2
+    assert gen == b.current_generation()
+    assert gen.number == 2
     assert (dst / "empty").read_text() == "newer on b"
 
 
 async def test_max_bytes_quota(tmp_path: Path) -> None:
-    src, dst, a, b = pair(tmp_path, max_bytes=10_000)
+    _src, dst, a, b = pair(tmp_path, max_bytes=10_000)
     async with serving(a) as addr:
         with pytest.raises(UnsafeSnapshot, match="max_bytes"):
             await b.pull(addr)
@@ -171,7 +175,9 @@ async def test_disk_full_keeps_old_copy(tmp_path: Path) -> None:
         missing_component("tmpfs", "mounting a small tmpfs needs root")
     mnt = tmp_path / "small"
     mnt.mkdir()
-    proc = await anyio.run_process(["mount", "-t", "tmpfs", "-o", "size=3m,nr_inodes=64", "tmpfs", str(mnt)], check=False)
+    proc = await anyio.run_process(
+        ["mount", "-t", "tmpfs", "-o", "size=3m,nr_inodes=64", "tmpfs", str(mnt)], check=False
+    )
     if proc.returncode != 0:
         missing_component("tmpfs", proc.stderr.decode().strip())
     try:
@@ -195,7 +201,7 @@ async def test_disk_full_keeps_old_copy(tmp_path: Path) -> None:
             for i in range(60):
                 (src / "many" / f"{i}.yaml").write_text(f"tag: {i}\n")
             await a.snapshot_now()
-            with pytest.raises(DiskFull, match="no space left.*intact"):
+            with pytest.raises(DiskFull, match=r"no space left.*intact"):
                 await b.pull(addr)
             assert tree_state(dst) == before
             assert staging_dirs(dst) == []
@@ -209,16 +215,27 @@ async def test_disk_full_keeps_old_copy(tmp_path: Path) -> None:
 
 
 async def test_follow_sees_a_small_change_quickly(tmp_path: Path) -> None:
-    src, dst, a, b = pair(tmp_path)
+    src, dst, a, _ = pair(tmp_path)
+    applied: list[anyio.Event] = [anyio.Event()]
+
+    def on_event(kind: str, fields: Any) -> None:
+        if kind == "applied":
+            applied[-1].set()
+
+    b = SyncEngine(
+        _.settings, group_keys=[KEY], node_name="b", state_dir=tmp_path / "state-b2", on_event=on_event
+    )
     async with serving(a) as addr, anyio.create_task_group() as tg:
         await tg.start(b.follow, addr)
         with anyio.fail_after(10):
-            while b.current_generation() != a.current_generation():
-                await anyio.sleep(0.01)
+            await applied[-1].wait()
+        assert b.current_generation() == a.current_generation()
+        applied.append(anyio.Event())
         (src / "neuron" / "plugins.json").write_text("changed while followed")
         with anyio.fail_after(5):  # watchfiles -> new generation -> long poll answers -> apply
-            while not (dst / "neuron" / "plugins.json").read_text() == "changed while followed":
-                await anyio.sleep(0.01)
+            await applied[-1].wait()
+        assert (dst / "neuron" / "plugins.json").read_text() == "changed while followed"
+        assert b.current_generation() == a.current_generation()
         tg.cancel_scope.cancel()
     assert b.status().conflicts == 0
 

@@ -111,7 +111,7 @@ async def test_crafted_manifest_is_rejected(tmp_path: Path, case: str) -> None:
         tg.cancel_scope.cancel()
     assert sorted(p.name for p in work.iterdir()) == ["data"]
     assert sorted(p.name for p in dst.iterdir()) == ["keep.txt"]
-    assert not Path("/tmp/hasup-evil-abs").exists()
+    assert not await anyio.Path("/tmp/hasup-evil-abs").exists()
     assert staging_dirs(dst) == []
     assert b.current_generation() == Generation()
 

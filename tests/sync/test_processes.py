@@ -10,7 +10,6 @@ import sys
 from collections.abc import Iterator
 from pathlib import Path
 
-import anyio
 import pytest
 
 from .helpers import make_engine, make_tree, serving, staging_dirs, tree_state
@@ -31,7 +30,9 @@ def spawn(*args: str) -> subprocess.Popen[str]:
 def expect_line(proc: subprocess.Popen[str], prefix: str) -> str:
     assert proc.stdout is not None
     line = proc.stdout.readline()  # the child flushes each line; EOF if it died
-    assert line.startswith(prefix), f"expected {prefix!r}, got {line!r}; stderr: {proc.stderr.read() if proc.stderr else ''}"
+    assert line.startswith(prefix), (
+        f"expected {prefix!r}, got {line!r}; stderr: {proc.stderr.read() if proc.stderr else ''}"
+    )
     return line.strip()
 
 
@@ -75,18 +76,23 @@ async def test_snapshots_under_a_live_writer_are_consistent_prefixes(
             assert ids == list(range(1, len(ids) + 1))  # a prefix of the writes, no gap
             counts.append(len(ids))
     writer.kill()
-    assert counts == sorted(counts) and counts[-1] > counts[0] > 0
+    assert counts == sorted(counts)
+    assert counts[-1] > counts[0] > 0
     assert not (dst / "ekuiper" / "live.db-wal").exists()
     assert b.status().conflicts == 0
 
 
-def serve_process(root: Path, state: Path, procs: list[subprocess.Popen[str]]) -> tuple[subprocess.Popen[str], int]:
+def serve_process(
+    root: Path, state: Path, procs: list[subprocess.Popen[str]]
+) -> tuple[subprocess.Popen[str], int]:
     p = spawn(str(HERE / "sync_node.py"), "serve", str(root), str(state))
     procs.append(p)
     return p, int(expect_line(p, "LISTEN").split()[1])
 
 
-def pull_process(root: Path, state: Path, port: int, procs: list[subprocess.Popen[str]], *, pause: bool) -> subprocess.Popen[str]:
+def pull_process(
+    root: Path, state: Path, port: int, procs: list[subprocess.Popen[str]], *, pause: bool
+) -> subprocess.Popen[str]:
     args = [str(HERE / "sync_node.py"), "pull", str(root), str(state), str(port)]
     p = spawn(*args, *(["--pause"] if pause else []))
     procs.append(p)
