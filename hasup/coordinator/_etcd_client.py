@@ -19,9 +19,9 @@ import json
 import logging
 import math
 import ssl
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncGenerator, AsyncIterator, Mapping
 from contextlib import asynccontextmanager
-from typing import Any
+from typing import Any, cast
 
 import anyio
 import attrs
@@ -341,7 +341,9 @@ class EtcdClient:
                         self._token = None
                     raise _TryElsewhere(_message(data, response))
                 # aclosing: under trio an abandoned async generator warns when collected
-                async with contextlib.aclosing(response.aiter_lines()) as stream_lines:
+                async with contextlib.aclosing(
+                    cast("AsyncGenerator[str, None]", response.aiter_lines())
+                ) as stream_lines:
                     async for line in stream_lines:
                         if not line.strip():
                             continue
