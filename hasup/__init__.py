@@ -6,7 +6,15 @@ probes in :mod:`hasup.probes`, the pure election core in :mod:`hasup.protocol`, 
 test helpers in :mod:`hasup.testing`.
 """
 
-from ._errors import BackendError, BackendUnavailable, ConfigError, HasupError, ProbeError, ProtocolError, ServiceFailed
+from ._errors import (
+    BackendError,
+    BackendUnavailable,
+    ConfigError,
+    HasupError,
+    ProbeError,
+    ProtocolError,
+    ServiceFailed,
+)
 from ._version import __version__
 from .backends.base import ServiceBackend
 from .backends.callback import CallbackBackend

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import logging
 import os
@@ -14,6 +15,7 @@ from typing import Any
 
 import anyio
 
+from ._addr import format_address
 from ._errors import ConfigError, HasupError
 from ._version import __version__
 from .config import Config, load_config
@@ -95,7 +97,7 @@ async def _run(path: str, config: Config, *, leave_running: bool = False) -> int
                     await tg.start(supervise)
                     running = anyio.Event()
                     if notifier is not None:
-                        tg.start_soon(lambda: notifier.run(running, stopping=False))
+                        tg.start_soon(functools.partial(notifier.run, running, stopping=False))
                     async for signum in signals:
                         if signum == signal.SIGHUP:
                             try:
@@ -113,8 +115,11 @@ async def _run(path: str, config: Config, *, leave_running: bool = False) -> int
                                 log.info("reloading %s: [service] changed, stopping the old service first", path)
                                 await sup.shutdown()
                         else:
-                            log.info("%s: %s and exiting", signal.Signals(signum).name,
-                                     "leaving the service running" if leave_running else "resigning")
+                            log.info(
+                                "%s: %s and exiting",
+                                signal.Signals(signum).name,
+                                "leaving the service running" if leave_running else "resigning",
+                            )
                             await sup.shutdown(leave_running=leave_running, hold=30.0 if leave_running else 0.0)
                         break
                     running.set()
@@ -155,24 +160,38 @@ def cmd_check(args: argparse.Namespace) -> int:
     for warning in config.warnings:
         print(f"warning: {warning}")
     effective = {
-        "node": {"name": core.name, "priority": core.priority, "preempt": core.preempt,
-                 "preempt_delay": core.preempt_delay, "state_dir": config.node.state_dir},
+        "node": {
+            "name": core.name,
+            "priority": core.priority,
+            "preempt": core.preempt,
+            "preempt_delay": core.preempt_delay,
+            "state_dir": config.node.state_dir,
+        },
         "group": {
             "id": core.group,
-            "listen": "%s:%d" % config.group.listen,
-            "peers": ["%s:%d" % p.address + (f" ({p.name})" if p.name else "") for p in core.peers],
+            "listen": format_address(*config.group.listen),
+            "peers": [format_address(*p.address) + (f" ({p.name})" if p.name else "") for p in core.peers],
             "advert_interval": core.advert_interval,
             "authenticated": core.keys.keyed,
             "quorum": "majority" if core.quorum_required else "none",
             "fault_holddown": core.fault_holddown,
-            "master_down_interval_at_own_priority": round(3 * core.advert_interval
-                                                          + (256 - core.priority) * core.advert_interval / 256, 4),
+            "master_down_interval_at_own_priority": round(
+                3 * core.advert_interval + (256 - core.priority) * core.advert_interval / 256, 4
+            ),
         },
         "service": dict(config.service),
-        "probes": [{"name": p.options.name, "type": p.type, "when": p.options.when,
-                    "interval": p.options.interval, "fall": p.options.fall, "rise": p.options.rise}
-                   for p in config.probes],
-        "status": None if config.status.listen is None else "%s:%d" % config.status.listen,
+        "probes": [
+            {
+                "name": p.options.name,
+                "type": p.type,
+                "when": p.options.when,
+                "interval": p.options.interval,
+                "fall": p.options.fall,
+                "rise": p.options.rise,
+            }
+            for p in config.probes
+        ],
+        "status": None if config.status.listen is None else format_address(*config.status.listen),
     }
     print(json.dumps(effective, indent=2, default=str))
     if args.offline:
@@ -220,13 +239,17 @@ def cmd_status(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(doc, indent=2))
         return 0
-    print(f"{doc['node']}: {doc['state']} (term {doc['term']}, priority {doc['priority']}/"
-          f"{doc['effective_priority']}) service {doc['service']}, in this state for {doc['since_seconds']} s"
-          f" — {doc['reason']}")
+    print(
+        f"{doc['node']}: {doc['state']} (term {doc['term']}, priority {doc['priority']}/"
+        f"{doc['effective_priority']}) service {doc['service']}, in this state for {doc['since_seconds']} s"
+        f" — {doc['reason']}"
+    )
     for peer in doc.get("peers", []):
         seen = "never" if peer["last_seen_ago"] is None else f"{peer['last_seen_ago']} s ago"
-        print(f"  peer {peer['name'] or '?'} at {peer['address']}: {peer['state'] or '-'}"
-              f"{' ACTIVE' if peer['active'] else ''}, {'live' if peer['live'] else 'DOWN'}, last heard {seen}")
+        print(
+            f"  peer {peer['name'] or '?'} at {peer['address']}: {peer['state'] or '-'}"
+            f"{' ACTIVE' if peer['active'] else ''}, {'live' if peer['live'] else 'DOWN'}, last heard {seen}"
+        )
     for kind, detail in doc.get("alarms", {}).items():
         print(f"  ALARM {kind}: {detail}")
     return 0
@@ -272,8 +295,10 @@ def cmd_switchover(args: argparse.Namespace) -> int:
         peer = next((p for p in status["peers"] if p["name"] == target), None)
         if peer and peer["state"] == "MASTER" and peer["active"] and not status["holder"]:
             took = time.monotonic() - started
-            print(f"switched over to {target} in {took * 1000:.0f} ms; this node's service was confirmed "
-                  f"stopped before {target} started (no overlap)")
+            print(
+                f"switched over to {target} in {took * 1000:.0f} ms; this node's service was confirmed "
+                f"stopped before {target} started (no overlap)"
+            )
             return 0
         time.sleep(0.01)
     return _fail(f"{target} did not become MASTER within {args.timeout:g} s; see `hasup status`", 1)
@@ -336,8 +361,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-c", "--config", required=True)
     p.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
     p.add_argument("--log-format", default="text", choices=["text", "json"])
-    p.add_argument("--leave-running", action="store_true",
-                   help="on SIGTERM leave the service running for up to 30 s (for upgrades of hasup)")
+    p.add_argument(
+        "--leave-running",
+        action="store_true",
+        help="on SIGTERM leave the service running for up to 30 s (for upgrades of hasup)",
+    )
     p.add_argument("--loop", default="asyncio", choices=["asyncio", "trio"], help=argparse.SUPPRESS)
     p.set_defaults(func=cmd_run)
 
@@ -366,7 +394,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--url", help=argparse.SUPPRESS)
     p.set_defaults(func=cmd_maintenance)
 
-    p = sub.add_parser("confirm-stopped", help="vouch that the service is stopped after a failed stop (clears the alarm)")
+    p = sub.add_parser(
+        "confirm-stopped", help="vouch that the service is stopped after a failed stop (clears the alarm)"
+    )
     p.add_argument("-c", "--config", required=True)
     p.add_argument("--url", help=argparse.SUPPRESS)
     p.set_defaults(func=cmd_confirm_stopped)

@@ -78,13 +78,13 @@ def _config(tmp: Path, name: str, priority: int, port: int, peer_port: int, http
         [node]
         name = "{name}"
         priority = {priority}
-        state_dir = "{tmp / ('state-' + name)}"
+        state_dir = "{tmp / ("state-" + name)}"
         [group]
         id = 51
         listen = "127.0.0.1:{port}"
         peers = ["127.0.0.1:{peer_port}"]
         advert_interval = "{int(advert * 1000)}ms"
-        key_file = "{tmp / 'group.key'}"
+        key_file = "{tmp / "group.key"}"
         fault_holddown = "1s"
         [service]
         backend = "command"
@@ -142,16 +142,16 @@ async def run_demo(advert: float = 0.1) -> int:
                 backend = sups[name].backend
                 return backend.pid if isinstance(backend, CommandBackend) else None
 
-            async def until(predicate: object, timeout: float = 20.0) -> float:
-                with anyio.fail_after(timeout):
-                    while not predicate():  # type: ignore[operator]
+            async def until(predicate: object, limit: float = 20.0) -> float:
+                with anyio.fail_after(limit):
+                    while not predicate():  # type: ignore[operator]  # noqa: ASYNC110 - polls the sampler
                         await anyio.sleep(0.005)
                 return anyio.current_time()
 
             await boot("edge-a")
             await boot("edge-b")
             await sups["edge-a"].wait_state(State.MASTER)
-            t = await until(lambda: sampler.serving("edge-a", 0) is not None)
+            await until(lambda: sampler.serving("edge-a", 0) is not None)
             out(f"{stamp()}  edge-a is MASTER and serving (start-up listen of one master-down interval)")
 
             # 1. the service crashes on the master
@@ -167,8 +167,12 @@ async def run_demo(advert: float = 0.1) -> int:
 
             # edge-a recovers from FAULT (hold-down 1 s) and takes its service back
             t2 = await until(lambda: sampler.serving("edge-a", t1) is not None)
-            results.append(("failback after repair (hold-down 1 s)", f"{(t2 - t1):.2f} s, overlap "
-                            f"{sampler.overlap(t1, t2) * 1000:.0f} ms"))
+            results.append(
+                (
+                    "failback after repair (hold-down 1 s)",
+                    f"{(t2 - t1):.2f} s, overlap {sampler.overlap(t1, t2) * 1000:.0f} ms",
+                )
+            )
             out(f"{stamp()}  edge-a took the service back through the release handshake")
 
             # 2. the master node dies (supervisor and service gone at once)
@@ -189,8 +193,12 @@ async def run_demo(advert: float = 0.1) -> int:
             await boot("edge-a")
             out(f"{stamp()}  edge-a restarted")
             t6 = await until(lambda: sampler.serving("edge-a", t5) is not None)
-            results.append(("restart -> edge-a serving again", f"{(t6 - t5) * 1000:.0f} ms, overlap "
-                            f"{sampler.overlap(t5, t6) * 1000:.0f} ms"))
+            results.append(
+                (
+                    "restart -> edge-a serving again",
+                    f"{(t6 - t5) * 1000:.0f} ms, overlap {sampler.overlap(t5, t6) * 1000:.0f} ms",
+                )
+            )
             out(f"{stamp()}  edge-a serving again")
             await anyio.sleep(0.3)
 

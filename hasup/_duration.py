@@ -23,7 +23,7 @@ def parse_duration(text: str) -> float:
         total += float(match.group(1)) * _UNITS[match.group(2)]
         pos = match.end()
     if pos != len(compact):
-        raise ValueError(f"{text!r} is not a duration (use e.g. \"1s\", \"150ms\", \"2m\")")
+        raise ValueError(f'{text!r} is not a duration (use e.g. "1s", "150ms", "2m")')
     return total
 
 

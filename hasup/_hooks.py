@@ -101,7 +101,11 @@ class HookRunner:
         try:
             with anyio.fail_after(hook.timeout):
                 result = await anyio.run_process(
-                    list(hook.command), check=False, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
+                    list(hook.command),
+                    check=False,
+                    env=env,
+                    stdout=subprocess.DEVNULL,
+                    stderr=subprocess.PIPE,
                 )
         except TimeoutError:
             self.failures += 1

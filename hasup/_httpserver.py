@@ -91,9 +91,7 @@ async def serve_http(
 class _Connection:
     """One client connection: a loop of h11 request/response cycles."""
 
-    def __init__(
-        self, stream: SocketStream, handler: Handler, limits: _Limits, *, busy: bool = False
-    ) -> None:
+    def __init__(self, stream: SocketStream, handler: Handler, limits: _Limits, *, busy: bool = False) -> None:
         self.stream = stream
         self.handler = handler
         self.limits = limits
@@ -185,9 +183,7 @@ class _Connection:
             await self._error(503, "too many connections")
             return
         if method not in ("GET", "HEAD", "POST"):
-            await self._send_response(
-                405, _TEXT, b"method not allowed\n", extra=[(b"allow", b"GET, HEAD, POST")]
-            )
+            await self._send_response(405, _TEXT, b"method not allowed\n", extra=[(b"allow", b"GET, HEAD, POST")])
             return
         headers: dict[str, str] = {}
         for raw_name, raw_value in request.headers:

@@ -7,6 +7,7 @@ flags are parsed (``IFF_UP`` and ``IFF_LOWER_UP``), so no netlink library is nee
 
 from __future__ import annotations
 
+import contextlib
 import socket
 import struct
 from collections.abc import AsyncGenerator, Sequence
@@ -52,10 +53,8 @@ class LinkWatcher:
             sock.bind((0, RTMGRP_LINK))
             indexes = set()
             for name in self.interfaces:
-                try:
+                with contextlib.suppress(OSError):  # not there (yet): reported down by state()
                     indexes.add(socket.if_nametoindex(name))
-                except OSError:
-                    pass  # not there (yet): reported down by state()
             last = self.state()
             yield last
             while True:

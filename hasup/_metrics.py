@@ -30,7 +30,10 @@ class SupervisorMetrics:
         self.registry = CollectorRegistry()
         node = sup.config.node.name
         self.transitions = Counter(
-            "hasup_transitions", "State transitions", ["node", "from_state", "to_state"], registry=self.registry
+            "hasup_transitions",
+            "State transitions",
+            ["node", "from_state", "to_state"],
+            registry=self.registry,
         )
         self.failovers = Histogram(
             "hasup_failover_seconds",
@@ -40,7 +43,11 @@ class SupervisorMetrics:
             registry=self.registry,
         )
         self.probe_seconds = Histogram(
-            "hasup_probe_seconds", "Probe run time", ["node", "probe"], buckets=_LATENCY, registry=self.registry
+            "hasup_probe_seconds",
+            "Probe run time",
+            ["node", "probe"],
+            buckets=_LATENCY,
+            registry=self.registry,
         )
         self.probe_results = Counter(
             "hasup_probe_results", "Probe results", ["node", "probe", "result"], registry=self.registry
@@ -85,7 +92,7 @@ class _CoreCollector(Collector):
         for s in State:
             state.add_metric([node, s.name], 1 if sup.state == s else 0)
         yield state
-        core = sup._node  # noqa: SLF001 - the collector is part of the supervisor
+        core = sup._node
         service = GaugeMetricFamily(
             "hasup_service_status", "1 for the service's current status", labels=["node", "status"]
         )

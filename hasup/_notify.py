@@ -6,6 +6,7 @@ stops pinging and systemd restarts it.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import socket
 
@@ -31,10 +32,8 @@ class SystemdNotifier:
         return cls(address, watchdog)
 
     def send(self, message: str) -> None:
-        try:
+        with contextlib.suppress(OSError):  # systemd gone or socket full: nothing to do
             self._sock.sendto(message.encode(), self._address)
-        except OSError:
-            pass  # systemd gone or socket full: nothing useful to do
 
     async def run(self, done: anyio.Event, *, stopping: bool = True) -> None:
         """Say READY, ping the watchdog until ``done``, then say STOPPING (unless a reload)."""

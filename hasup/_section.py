@@ -133,15 +133,13 @@ class Section:
             raise self.error(key, f"must be one of {', '.join(map(repr, choices))}, got {value!r}")
         return value
 
-    def get_int(
-        self, key: str, default: Any = _MISSING, *, min: int | None = None, max: int | None = None
-    ) -> Any:
+    def get_int(self, key: str, default: Any = _MISSING, *, min: int | None = None, max: int | None = None) -> Any:
         value = self._get(key, default)
         if value is default and key not in self._data:
             return value
         if isinstance(value, bool) or not isinstance(value, int):
             raise self.error(key, f"expected an integer, got {_typename(value)}")
-        if min is not None and value < min or max is not None and value > max:
+        if (min is not None and value < min) or (max is not None and value > max):
             raise self.error(key, f"must be between {min} and {max}, got {value}")
         return value
 

@@ -42,8 +42,9 @@ class StateFile:
                 fault_level=int(raw.get("fault_level", 0)),
             )
         except (KeyError, TypeError, ValueError, IndexError) as exc:
-            raise ConfigError(f"persisted state is corrupt ({exc!r}); move it away to start fresh",
-                              file=str(self.path)) from None
+            raise ConfigError(
+                f"persisted state is corrupt ({exc!r}); move it away to start fresh", file=str(self.path)
+            ) from None
 
     def save(self, state: PersistentState) -> None:
         """Write atomically; raises ``OSError`` (failing to persist is fatal to the caller)."""

@@ -18,9 +18,7 @@ class StatusAPI:
         self._sup = supervisor
         self._token = control_token
 
-    async def handle(
-        self, method: str, target: str, headers: Mapping[str, str], body: bytes
-    ) -> tuple[int, str, bytes]:
+    async def handle(self, method: str, target: str, headers: Mapping[str, str], body: bytes) -> tuple[int, str, bytes]:
         path = target.split("?", 1)[0]
         if path.startswith("/control/"):
             return await self._control(method, path.removeprefix("/control/"), headers, body)

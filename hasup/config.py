@@ -164,7 +164,8 @@ def read_key_file(path: str, *, section: Section, key: str) -> bytes:
         raise section.error(key, f"cannot read key file {path}: {exc.strerror}") from None
     if st.st_mode & (stat.S_IRWXG | stat.S_IRWXO):
         raise section.error(
-            key, f"key file {path} is readable by group or others (mode {stat.S_IMODE(st.st_mode):04o}); chmod 600 it"
+            key,
+            f"key file {path} is readable by group or others (mode {stat.S_IMODE(st.st_mode):04o}); chmod 600 it",
         )
     text = data.strip()
     try:
@@ -324,9 +325,7 @@ def parse_config(text: str, file: str = "<config>") -> Config:
         from .coordinator import load_coordinator
 
         coordinator = coordinator_s.data()
-        load_coordinator(
-            Section(coordinator, path="coordinator", source=source), group_id=group_id, name=node.name
-        )
+        load_coordinator(Section(coordinator, path="coordinator", source=source), group_id=group_id, name=node.name)
 
     status_s = root.get_table("status")
     status = StatusSettings()
@@ -336,7 +335,8 @@ def parse_config(text: str, file: str = "<config>") -> Config:
         allow_remote = status_s.get_bool("allow_remote", False)
         if status_addr is not None and not allow_remote and not _is_loopback(status_addr[0]):
             raise status_s.error(
-                "listen", f"{listen_text} is not a loopback address; set allow_remote = true to expose /status"
+                "listen",
+                f"{listen_text} is not a loopback address; set allow_remote = true to expose /status",
             )
         status = StatusSettings(status_addr)
         status_s.finish()

@@ -209,12 +209,7 @@ class _Parser:
                 if words:
                     header = _Stmt(words[0], words[1:], [])
                     words = []
-                elif (
-                    stmts
-                    and stmts[-1].block is None
-                    and last_flushed_by_newline
-                    and stmts[-1].keyword != "include"
-                ):
+                elif stmts and stmts[-1].block is None and last_flushed_by_newline and stmts[-1].keyword != "include":
                     header = stmts.pop()  # "vrrp_instance VI_1" newline "{"
                 else:
                     raise _error(tok.loc, "'{' without a keyword before it")
@@ -230,9 +225,7 @@ class _Parser:
             words.append(tok)
         flush(True)
         if opener is not None:
-            raise _error(
-                opener.loc, f"unbalanced '{{': the block of '{opener.keyword}' opened here is never closed"
-            )
+            raise _error(opener.loc, f"unbalanced '{{': the block of '{opener.keyword}' opened here is never closed")
         return stmts, pos
 
     def _add(self, stmts: list[_Stmt], stmt: _Stmt, stack: tuple[str, ...]) -> None:
@@ -362,9 +355,7 @@ def _service_actions(words: Sequence[str]) -> list[_Action] | None:
     if name == "systemctl":
         positional = []
         for arg in args:
-            if arg in ("--user", "-H", "--host", "-M", "--machine") or arg.startswith(
-                ("--host=", "--machine=")
-            ):
+            if arg in ("--user", "-H", "--host", "-M", "--machine") or arg.startswith(("--host=", "--machine=")):
                 return None  # another bus or machine: not this node's system service
             if not arg.startswith("-"):
                 positional.append(arg)
@@ -668,16 +659,12 @@ class _Importer:
                 stmt.need_block()
                 table = self.scripts if kw == "vrrp_script" else self.instances
                 if name in table:
-                    raise _error(
-                        stmt.loc, f"{kw} {name} is defined twice (first at line {table[name].loc.line})"
-                    )
+                    raise _error(stmt.loc, f"{kw} {name} is defined twice (first at line {table[name].loc.line})")
                 table[name] = stmt
             elif kw in _TOP_IGNORED:
                 self.warn(stmt.loc, f"{kw} has no hasup equivalent and is not translated")
             elif kw.startswith("@") or kw.startswith("$"):
-                raise _error(
-                    stmt.loc, f"{kw}: keepalived conditional lines and $parameters are not supported"
-                )
+                raise _error(stmt.loc, f"{kw}: keepalived conditional lines and $parameters are not supported")
             elif stmt.block is not None:
                 raise _error(stmt.loc, f"unknown block '{kw}'")
             else:
@@ -734,11 +721,7 @@ class _Importer:
                     self.warn(stmt.loc, f"{kw} repeated; the last one (line {stmt.loc.line}) is used")
                 settings[kw] = stmt
             elif kw in _INSTANCE_IGNORED:
-                what = (
-                    "a generic notify script (called with instance, state, priority)"
-                    if kw == "notify"
-                    else kw
-                )
+                what = "a generic notify script (called with instance, state, priority)" if kw == "notify" else kw
                 self.warn(stmt.loc, f"{what} has no hasup equivalent and is not translated")
             elif stmt.block is not None:
                 raise _error(stmt.loc, f"unknown block '{kw}' in vrrp_instance {name}")
@@ -777,9 +760,7 @@ class _Importer:
     def _node(self, s: dict[str, _Stmt]) -> list[str]:
         lines = ["[node]"]
         if self.router_id:
-            lines.append(
-                f"name = {_q(self.router_id)}  # keepalived router_id; must differ from the peers' names"
-            )
+            lines.append(f"name = {_q(self.router_id)}  # keepalived router_id; must differ from the peers' names")
         else:
             lines.append('# name = "edge-a"  # defaults to the host name; must differ from the peers\' names')
         state = s.get("state")
@@ -796,9 +777,7 @@ class _Importer:
             raw = _num(s["priority"], integer=True, lo=0, hi=255)
             prio = int(min(max(raw, 1), 254))
             if prio != raw:
-                self.warn(
-                    s["priority"].loc, f"priority {int(raw)} clamped to {prio} (hasup priorities are 1..254)"
-                )
+                self.warn(s["priority"].loc, f"priority {int(raw)} clamped to {prio} (hasup priorities are 1..254)")
             lines.append(f"priority = {prio}  # {s['priority'].loc}: priority {int(raw)}")
         else:
             prio = 100
@@ -846,19 +825,13 @@ class _Importer:
     def _group(self, s: dict[str, _Stmt]) -> list[str]:
         lines = ["[group]"]
         if "virtual_router_id" not in s:
-            raise _error(
-                self.inst.loc, f"vrrp_instance {self.inst.args[0].text}: virtual_router_id is missing"
-            )
+            raise _error(self.inst.loc, f"vrrp_instance {self.inst.args[0].text}: virtual_router_id is missing")
         vrid = int(_num(s["virtual_router_id"], integer=True, lo=1, hi=255))
-        lines.append(
-            f"id = {vrid}  # {s['virtual_router_id'].loc}: virtual_router_id (must match on every node)"
-        )
+        lines.append(f"id = {vrid}  # {s['virtual_router_id'].loc}: virtual_router_id (must match on every node)")
         iface = s["interface"].value("an interface name").text if "interface" in s else None
         if "unicast_src_ip" in s:
             ip = _ip(s["unicast_src_ip"].value("an IP address"), "unicast_src_ip")
-            lines.append(
-                f"listen = {_q(_addr(ip, DEFAULT_PORT))}  # {s['unicast_src_ip'].loc}: unicast_src_ip"
-            )
+            lines.append(f"listen = {_q(_addr(ip, DEFAULT_PORT))}  # {s['unicast_src_ip'].loc}: unicast_src_ip")
         else:
             lines.append(f'listen = "0.0.0.0:{DEFAULT_PORT}"')
             hint = f" on {iface}" if iface else ""
@@ -871,15 +844,12 @@ class _Importer:
             for peer in s["unicast_peer"].need_block():
                 peers.append(_addr(_ip(peer.key, "unicast_peer")))
                 if peer.args:
-                    self.warn(
-                        peer.loc, f"unicast_peer options {' '.join(a.text for a in peer.args)} are ignored"
-                    )
+                    self.warn(peer.loc, f"unicast_peer options {' '.join(a.text for a in peer.args)} are ignored")
             lines.append(f"peers = {_qlist(peers)}  # {s['unicast_peer'].loc}: unicast_peer")
         else:
             self.warn(self.inst.loc, "no unicast_peer: hasup talks unicast UDP only; fill in group.peers")
             lines.append(
-                'peers = []  # FIXME: the other nodes\' addresses, e.g. ["10.0.0.223"] (keepalived '
-                "used multicast)"
+                'peers = []  # FIXME: the other nodes\' addresses, e.g. ["10.0.0.223"] (keepalived used multicast)'
             )
         lines.append(f"key_file = {_q(KEY_FILE)}")
         lines.append(
@@ -897,17 +867,12 @@ class _Importer:
                 else:
                     raise _error(sub.loc, f"unknown keyword '{sub.keyword}' in authentication")
             if kind == "PASS":
-                self.warn(
-                    auth.loc, "auth_type PASS sent the password in plain text; replaced by key_file (HMAC)"
-                )
-                lines.append(
-                    f"# TRAP ({auth.loc}): auth_type PASS was a plain-text password anyone could forge."
-                )
+                self.warn(auth.loc, "auth_type PASS sent the password in plain text; replaced by key_file (HMAC)")
+                lines.append(f"# TRAP ({auth.loc}): auth_type PASS was a plain-text password anyone could forge.")
                 self.trap(
                     "pass-auth",
                     auth.loc,
-                    "auth_type PASS sends the password in clear text; anyone on the segment can "
-                    "forge adverts.",
+                    "auth_type PASS sends the password in clear text; anyone on the segment can forge adverts.",
                     "every heartbeat carries an HMAC with a 256-bit key from key_file "
                     "(replay-protected); the old "
                     "auth_pass is not reused.",
@@ -918,9 +883,7 @@ class _Importer:
             adv = _num(s["advert_int"], integer=False, lo=0.001, hi=255)
             clamped = min(max(adv, 0.01), 60.0)
             if clamped != adv:
-                self.warn(
-                    s["advert_int"].loc, f"advert_int {adv:g} clamped to {clamped:g}s (hasup: 10 ms .. 60 s)"
-                )
+                self.warn(s["advert_int"].loc, f"advert_int {adv:g} clamped to {clamped:g}s (hasup: 10 ms .. 60 s)")
             lines.append(f"advert_interval = {_dur(clamped)}  # {s['advert_int'].loc}: advert_int")
         return lines
 
@@ -937,9 +900,7 @@ class _Importer:
             weight: int | None = None
             if ref.args:
                 if ref.args[0].text != "weight" or len(ref.args) < 2:
-                    raise _error(
-                        ref.loc, f"track_script {name}: expected 'weight N', got {ref.args[0].text!r}"
-                    )
+                    raise _error(ref.loc, f"track_script {name}: expected 'weight N', got {ref.args[0].text!r}")
                 weight = int(_num(_Stmt(ref.args[0], ref.args[1:], None), integer=True, lo=-253, hi=253))
                 if len(ref.args) > 2:
                     self.warn(ref.loc, f"track_script {name}: {ref.args[2].text} is not supported; ignored")
@@ -983,9 +944,7 @@ class _Importer:
             weight = None
         for key in ("user", "init_fail"):
             if key in opts:
-                self.warn(
-                    opts[key].loc, f"vrrp_script {name}: {key} is not translated (probes run as hasup's user)"
-                )
+                self.warn(opts[key].loc, f"vrrp_script {name}: {key} is not translated (probes run as hasup's user)")
         if len(script_stmt.args) > 1:
             self.warn(script_stmt.loc, f"vrrp_script {name}: script user/group are not translated")
 
@@ -1009,8 +968,7 @@ class _Importer:
                     "curl-without-f",
                     loc,
                     "the health check runs curl without -f, so a 401/500 answer counts as healthy.",
-                    'the http probe checks the status: expect_status = "200-399", anything else is a '
-                    "failure.",
+                    'the http probe checks the status: expect_status = "200-399", anything else is a failure.',
                 )
             if details.method:
                 lines.append(f"method = {_q(details.method)}")
@@ -1032,14 +990,10 @@ class _Importer:
         lines.append(f"fall = {fall}" + ("" if "fall" in opts else "  # keepalived's default"))
         lines.append(f"rise = {rise}" + ("" if "rise" in opts else "  # keepalived's default"))
         if weight is not None:
-            lines.append(
-                'when = "always"  # a weighted check adjusts priority instead of faulting, as in keepalived'
-            )
+            lines.append('when = "always"  # a weighted check adjusts priority instead of faulting, as in keepalived')
             lines.append(f"weight = {weight}")
         else:
-            lines.append(
-                'when = "active"  # runs while this node holds the service; failing -> stop, FAULT, handover'
-            )
+            lines.append('when = "active"  # runs while this node holds the service; failing -> stop, FAULT, handover')
             lines.extend(
                 _wrap(
                     'keepalived ran it on the backup too; use when = "always" for checks that do not '
@@ -1101,9 +1055,7 @@ class _Importer:
             if isinstance(curl, _Curl):
                 if len(argv) > 1:
                     self.warn(loc, f"vrrp_script {name}: arguments {argv[1:]} to {argv[0]} are dropped")
-                self.warn(
-                    loc, f"vrrp_script {name}: {where}:{curls[0].line}: curl check became an http probe"
-                )
+                self.warn(loc, f"vrrp_script {name}: {where}:{curls[0].line}: curl check became an http probe")
                 return curl
             self.warn(loc, f"vrrp_script {name}: {where}:{curls[0].line}: {curl}; kept as an exec probe")
             return argv
@@ -1134,9 +1086,7 @@ class _Importer:
             return info
         found = self._read_script(argv[0])
         if found is None:
-            info.unreadable = (
-                f"{stmt.loc}: {stmt.keyword}: {argv[0]} could not be read (not a systemctl/docker call)"
-            )
+            info.unreadable = f"{stmt.loc}: {stmt.keyword}: {argv[0]} could not be read (not a systemctl/docker call)"
             return info
         where, text = found
         info.read_from = where
@@ -1201,8 +1151,7 @@ class _Importer:
                 lines.append('backend = "systemd"')
                 lines.append(f"unit = {_q(target)}")
                 lines.append(
-                    f"# run `systemctl disable {target.removesuffix('.service')}` on every node: only "
-                    "hasup starts it"
+                    f"# run `systemctl disable {target.removesuffix('.service')}` on every node: only hasup starts it"
                 )
             else:
                 lines.append('backend = "docker"')
@@ -1257,16 +1206,13 @@ class _Importer:
         for event, info in notifies.items():
             for action, at in info.actions:
                 if event == "MASTER" and action.verb == "restart":
-                    self.warn(
-                        at, f"notify_master restarts {action.target}; hasup starts it (a running one is kept)"
-                    )
+                    self.warn(at, f"notify_master restarts {action.target}; hasup starts it (a running one is kept)")
                 elif event == "MASTER" and action.verb == "stop":
                     self.warn(at, f"notify_master stops {action.target}; hasup starts the service on MASTER")
                 elif event != "MASTER" and action.verb != "stop":
                     self.warn(
                         at,
-                        f"notify_{event.lower()} runs {action.verb} {action.target}; hasup stops it "
-                        f"in {event}",
+                        f"notify_{event.lower()} runs {action.verb} {action.target}; hasup stops it in {event}",
                     )
 
     def _command_backend(self, notifies: dict[str, _Notify]) -> tuple[list[str], set[str]]:
@@ -1286,12 +1232,9 @@ class _Importer:
         if len(targets) > 1:
             reasons.append(f"several services: {', '.join(t for _, t in sorted(targets))}")
         if master is None:
-            self.warn(
-                self.inst.loc, "no notify_master: nothing says how to start the service; fill in [service]"
-            )
+            self.warn(self.inst.loc, "no notify_master: nothing says how to start the service; fill in [service]")
             lines.append(
-                'backend = "FIXME"  # no notify_master: say how to start the service (systemd, '
-                "docker, command)"
+                'backend = "FIXME"  # no notify_master: say how to start the service (systemd, docker, command)'
             )
             return lines, set(notifies)
         for reason in reasons:
@@ -1424,8 +1367,7 @@ def _cmd_import(args: argparse.Namespace) -> int:
     with os.fdopen(fd, "w", encoding="utf-8") as fh:
         fh.write(result.toml)
     print(
-        f"wrote {args.output} (vrrp_instance {result.instance}); check it with `hasup check -c "
-        f"{args.output}`",
+        f"wrote {args.output} (vrrp_instance {result.instance}); check it with `hasup check -c {args.output}`",
         file=sys.stderr,
     )
     return 0

@@ -8,6 +8,7 @@ next timer or the next datagram, backend event or probe result.
 
 from __future__ import annotations
 
+import contextlib
 import ipaddress
 import logging
 import math
@@ -308,12 +309,12 @@ class Supervisor:
         for probe in self.probes:
             try:
                 await probe.aclose()
-            except Exception:  # noqa: BLE001 - closing must not mask the real outcome
+            except Exception:
                 log.debug("closing %s failed", probe.describe(), exc_info=True)
         if self._owns_backend:
             try:
                 await self.backend.aclose()
-            except Exception:  # noqa: BLE001
+            except Exception:
                 log.debug("closing the backend failed", exc_info=True)
         if self._transport is not None:
             await self._transport.aclose()
@@ -435,16 +436,16 @@ class Supervisor:
                 # stop() escalates to a kill itself; the extra margin bounds a hung backend.
                 await self._run_action(action, self.backend.stop, self.config.stop_timeout + 15)
 
-    async def _run_action(self, action: StartService | StopService, call: Callable[[], Any], timeout: float) -> None:
+    async def _run_action(self, action: StartService | StopService, call: Callable[[], Any], limit: float) -> None:
         verb = "start" if isinstance(action, StartService) else "stop"
         log.info("%s service: %s", verb, action.reason)
         began = anyio.current_time()
         ok, detail = True, ""
         try:
-            with anyio.fail_after(timeout):
+            with anyio.fail_after(limit):
                 await call()
         except TimeoutError:
-            ok, detail = False, f"{verb} did not finish within {timeout:g} s"
+            ok, detail = False, f"{verb} did not finish within {limit:g} s"
         except BackendError as exc:
             ok, detail = False, str(exc)
         elapsed = anyio.current_time() - began
@@ -469,12 +470,24 @@ class Supervisor:
                 self.metrics.failover(anyio.current_time() - self._claimed_at)
                 self._count("failovers")
         event = SupervisorEvent(
-            "state", action.state, action.previous, action.reason, action.term, anyio.current_time(), time.time()
+            "state",
+            action.state,
+            action.previous,
+            action.reason,
+            action.term,
+            anyio.current_time(),
+            time.time(),
         )
         self._publish(event)
         self._hook_runner.submit(
-            HookEvent(action.state, action.previous, self.config.node.name, self.config.group.id, action.term,
-                      action.reason)
+            HookEvent(
+                action.state,
+                action.previous,
+                self.config.node.name,
+                self.config.group.id,
+                action.term,
+                action.reason,
+            )
         )
         if self.hooks:
             self._py_hook_send.send_nowait(event)
@@ -487,7 +500,7 @@ class Supervisor:
                     result = hook(event)
                     if hasattr(result, "__await__"):
                         await result
-                except Exception:  # noqa: BLE001 - a failing hook never blocks failover
+                except Exception:
                     self._count("hook_failures")
                     log.exception("notification hook failed")
 
@@ -498,8 +511,13 @@ class Supervisor:
             log.warning("alarm %s cleared", action.kind)
         self._publish(
             SupervisorEvent(
-                "alarm", self.state, None, f"{action.kind}: {action.detail}", self.node.term,
-                anyio.current_time(), time.time(),
+                "alarm",
+                self.state,
+                None,
+                f"{action.kind}: {action.detail}",
+                self.node.term,
+                anyio.current_time(),
+                time.time(),
             )
         )
 
@@ -507,10 +525,8 @@ class Supervisor:
         self._changed.set()
         self._changed = anyio.Event()
         for send in list(self._subscribers):
-            try:
+            with contextlib.suppress(anyio.WouldBlock, anyio.BrokenResourceError, anyio.ClosedResourceError):
                 send.send_nowait(event)
-            except (anyio.WouldBlock, anyio.BrokenResourceError, anyio.ClosedResourceError):
-                pass
 
     async def _watcher(self) -> None:
         backoff = 0.1
@@ -551,13 +567,13 @@ class Supervisor:
         assert coord is not None
         poll = min(max(self.config.group.advert_interval / 2, 0.02), 0.5)
         while True:
-            while not self.node.wants_leadership(anyio.current_time()):
+            while not self.node.wants_leadership(anyio.current_time()):  # noqa: ASYNC110 - core state, polled
                 await anyio.sleep(poll)
             token: int | None = None
             async with anyio.create_task_group() as tg:
 
                 async def give_up_when_unwanted() -> None:
-                    while self.node.wants_leadership(anyio.current_time()):
+                    while self.node.wants_leadership(anyio.current_time()):  # noqa: ASYNC110
                         await anyio.sleep(poll)
                     tg.cancel_scope.cancel()
 
@@ -568,7 +584,7 @@ class Supervisor:
                 continue
             log.info("coordinator granted leadership (fencing token %d)", token)
             lost = coord.leader_lost
-            await self._input(lambda n, now: n.leadership(True, token, now))
+            await self._input(lambda n, now: n.leadership(True, token, now))  # noqa: B023 - runs at once
             while not lost.is_set():
                 node = self.node
                 if node.state not in (State.CLAIMING, State.MASTER) and not node.holder:
@@ -605,7 +621,7 @@ class Supervisor:
                     try:
                         outcome = await probe.check()
                         ok, detail = outcome.ok, outcome.detail
-                    except Exception as exc:  # noqa: BLE001 - a broken probe is a failing probe
+                    except Exception as exc:
                         ok, detail = False, f"probe error: {exc!r}"
                 took = anyio.current_time() - began
                 self._stats[f"probe_{options.name}_seconds"] = round(took, 6)
@@ -613,7 +629,7 @@ class Supervisor:
                 self._count(f"probe_{options.name}_{'ok' if ok else 'failed'}")
                 if not ok:
                     log.info("probe %s failed: %s", options.name, detail)
-                await self._input(lambda n, now: n.probe_result(options.name, ok, now))
+                await self._input(lambda n, now: n.probe_result(options.name, ok, now))  # noqa: B023 - runs at once
             await anyio.sleep(options.interval)
 
     async def _serve_status(self, *, task_status: TaskStatus[int]) -> None:

@@ -33,8 +33,6 @@ def load_backend_class(name: str) -> type[ServiceBackend]:
         module = importlib.import_module(module_name)
     except ImportError as exc:
         hint = f": pip install 'hasup[{extra}]'" if extra else ""
-        raise ConfigError(
-            f"backend {name!r} needs a package that is not installed ({exc.name}){hint}"
-        ) from None
+        raise ConfigError(f"backend {name!r} needs a package that is not installed ({exc.name}){hint}") from None
     cls: type[ServiceBackend] = getattr(module, class_name)
     return cls

@@ -173,9 +173,7 @@ class DBusConnection:
 
     # -- receiving --------------------------------------------------------------------
     @contextmanager
-    def subscribe(
-        self, rule: MatchRule, *, stamp: Callable[[], object] | None = None
-    ) -> Iterator[Subscription]:
+    def subscribe(self, rule: MatchRule, *, stamp: Callable[[], object] | None = None) -> Iterator[Subscription]:
         """Queue incoming signals that match ``rule`` locally while the block runs.
 
         The bus only sends what an :meth:`add_match` rule asked for; this is the local

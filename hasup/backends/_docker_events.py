@@ -166,9 +166,7 @@ class EventStream:
     async def __anext__(self) -> dict[str, Any]:
         if self._closed:
             raise StopAsyncIteration
-        result = await anyio.to_thread.run_sync(
-            self._next_or_end, abandon_on_cancel=True, limiter=self._limiter
-        )
+        result = await anyio.to_thread.run_sync(self._next_or_end, abandon_on_cancel=True, limiter=self._limiter)
         if result is _END or isinstance(result, Exception):
             # Anything but an event means the connection is gone: dockerd stopped,
             # restarted, or the stream was closed. The caller reconnects.

@@ -16,7 +16,7 @@ from anyio.abc import AsyncResource
 from ..protocol._enums import ServiceStatus
 
 if TYPE_CHECKING:
-    from typing_extensions import Self
+    from typing import Self
 
     from .._section import Section
 

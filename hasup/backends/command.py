@@ -194,9 +194,7 @@ class CommandBackend(ServiceBackend):
         start_grace: float = 0.05,
     ) -> None:
         if run is not None:
-            extra = [
-                n for n, v in (("start", start), ("stop", stop), ("status", status), ("kill", kill)) if v
-            ]
+            extra = [n for n, v in (("start", start), ("stop", stop), ("status", status), ("kill", kill)) if v]
             if extra:
                 raise ValueError(f"run cannot be combined with {', '.join(extra)}")
         elif start is None or stop is None:
@@ -249,9 +247,7 @@ class CommandBackend(ServiceBackend):
         if run is not None:
             for key, argv in commands.items():
                 if argv is not None:
-                    raise section.error(
-                        key, "cannot be combined with run = [...] (run: hasup runs the program itself)"
-                    )
+                    raise section.error(key, "cannot be combined with run = [...] (run: hasup runs the program itself)")
         else:
             if commands["start"] is None and commands["stop"] is None:
                 raise section.error(
@@ -386,9 +382,7 @@ class CommandBackend(ServiceBackend):
             raise
         if result.returncode != 0:
             self._assumed = ServiceStatus.FAILED
-            raise ServiceFailed(
-                f"start command exited with status {result.returncode}{_output_suffix(result.output)}"
-            )
+            raise ServiceFailed(f"start command exited with status {result.returncode}{_output_suffix(result.output)}")
         if self.status_argv is None:
             self._assumed = ServiceStatus.RUNNING
             return
@@ -405,9 +399,7 @@ class CommandBackend(ServiceBackend):
             self._assumed = ServiceStatus.STOPPED
             return
         if self.kill_argv is not None:
-            logger.warning(
-                "service not confirmed stopped within %gs: running the kill command", self.stop_timeout
-            )
+            logger.warning("service not confirmed stopped within %gs: running the kill command", self.stop_timeout)
             if await self._stop_step(self.kill_argv, "kill"):
                 self._assumed = ServiceStatus.STOPPED
                 return
@@ -576,9 +568,7 @@ class CommandBackend(ServiceBackend):
         if not data.endswith(b"\n"):
             with anyio.move_on_after(1.0):
                 await process.wait()
-            raise ServiceFailed(
-                f"run: could not start {_show(self.run_argv or ())} (exit status {process.returncode})"
-            )
+            raise ServiceFailed(f"run: could not start {_show(self.run_argv or ())} (exit status {process.returncode})")
         self._service_pid = int(data)
 
     async def _wait_ready(self, process: Process) -> None:

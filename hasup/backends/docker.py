@@ -429,9 +429,7 @@ class DockerBackend(ServiceBackend):
             # Still alive (stop raced a start, or the daemon's stop gave up): kill it.
             try:
                 await self._api("kill", "kill", self.container, abandon=False)
-                await self._api(
-                    "wait", "wait", self.container, timeout=int(self.request_timeout), abandon=False
-                )
+                await self._api("wait", "wait", self.container, timeout=int(self.request_timeout), abandon=False)
             except _NoSuchContainer:
                 return
             info = await self._inspect()

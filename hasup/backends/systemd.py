@@ -204,14 +204,10 @@ class SystemdBackend(ServiceBackend):
                 await conn.aclose()
 
     def _job_rule(self) -> MatchRule:
-        return MatchRule(
-            type="signal", interface=_MANAGER.interface, member="JobRemoved", path=_MANAGER.object_path
-        )
+        return MatchRule(type="signal", interface=_MANAGER.interface, member="JobRemoved", path=_MANAGER.object_path)
 
     def _props_rule(self) -> MatchRule:
-        return MatchRule(
-            type="signal", interface=_PROPS_IFACE, member="PropertiesChanged", path=self._unit_path
-        )
+        return MatchRule(type="signal", interface=_PROPS_IFACE, member="PropertiesChanged", path=self._unit_path)
 
     async def _call_on(
         self,
@@ -331,8 +327,7 @@ class SystemdBackend(ServiceBackend):
             facts = await self._facts(conn)
             if result == "canceled":
                 raise BackendError(
-                    f"{self.unit}: start job was canceled (another job replaced it)"
-                    + describe_facts("", facts)
+                    f"{self.unit}: start job was canceled (another job replaced it)" + describe_facts("", facts)
                 )
             raise UnitFailed("start failed", unit=self.unit, job_result=result, facts=facts)
         finally:

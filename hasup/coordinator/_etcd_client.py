@@ -151,14 +151,10 @@ class EtcdClient:
         )
         body = _json(response)
         if response.status_code != 200 or "token" not in body:
-            raise CoordinatorError(
-                f"etcd authentication as {self._username!r} failed: {_message(body, response)}"
-            )
+            raise CoordinatorError(f"etcd authentication as {self._username!r} failed: {_message(body, response)}")
         self._token = str(body["token"])
 
-    async def call(
-        self, path: str, body: Mapping[str, Any], *, time_limit: float | None = None
-    ) -> dict[str, Any]:
+    async def call(self, path: str, body: Mapping[str, Any], *, time_limit: float | None = None) -> dict[str, Any]:
         """POST ``body`` to ``/v3/<path>`` on the first member that answers; the JSON reply."""
         errors: list[str] = []
         for index in self._order():
@@ -250,9 +246,7 @@ class EtcdClient:
         reply = await self.call(
             "kv/txn",
             {
-                "compare": [
-                    {"key": k, "target": "CREATE", "result": "EQUAL", "create_revision": str(create_revision)}
-                ],
+                "compare": [{"key": k, "target": "CREATE", "result": "EQUAL", "create_revision": str(create_revision)}],
                 "success": [{"request_delete_range": {"key": k}}],
             },
         )
@@ -306,9 +300,7 @@ class EtcdClient:
                     except _Broken as exc:
                         next_revision = exc.next_revision
                         cause = exc.__cause__ or "stream ended"
-                        log.debug(
-                            "watch on %s broke (%s); resuming at revision %d", endpoint, cause, next_revision
-                        )
+                        log.debug("watch on %s broke (%s); resuming at revision %d", endpoint, cause, next_revision)
                         continue
                     except (anyio.BrokenResourceError, anyio.ClosedResourceError):
                         return  # nobody reads any more

@@ -246,10 +246,7 @@ class EtcdCoordinator(Coordinator):
                     wait = min(self.keepalive_interval, last_try + self.ttl - now)
                     with anyio.move_on_after(wait if self._known else self.request_timeout):
                         await changed.wait()
-                    if (
-                        not (self._known and self._holder is None)
-                        and anyio.current_time() - last_try < self.ttl
-                    ):
+                    if not (self._known and self._holder is None) and anyio.current_time() - last_try < self.ttl:
                         continue
                     lease, sent = await self._standby_lease()
                 last_try = anyio.current_time()

@@ -35,9 +35,7 @@ class BackendProbe(Probe):
         self.backend = backend
 
     @classmethod
-    def from_config(
-        cls, section: Section, options: ProbeOptions, *, backend: ServiceBackend | None = None
-    ) -> Self:
+    def from_config(cls, section: Section, options: ProbeOptions, *, backend: ServiceBackend | None = None) -> Self:
         if backend is None:
             raise ProbeError(f'probe {options.name!r}: type = "backend" needs the service backend')
         section.finish()

@@ -37,9 +37,7 @@ def parse_status_set(text: str) -> tuple[tuple[int, int], ...]:
         low_text, sep, high_text = item.partition("-")
         low_text, high_text = low_text.strip(), high_text.strip()
         if not low_text.isdigit() or (sep and not high_text.isdigit()):
-            raise ValueError(
-                f'{text!r} is not a status list (use e.g. "200", "200-299" or "200,204,300-399")'
-            )
+            raise ValueError(f'{text!r} is not a status list (use e.g. "200", "200-299" or "200,204,300-399")')
         low = int(low_text)
         high = int(high_text) if sep else low
         for code in (low, high):
@@ -152,9 +150,7 @@ class HttpProbe(Probe):
                             break
                     text = body.decode(response.encoding or "utf-8", "replace")
                     if self.body_contains not in text:
-                        return ProbeOutcome(
-                            False, f"HTTP {status}, body does not contain {self.body_contains!r}"
-                        )
+                        return ProbeOutcome(False, f"HTTP {status}, body does not contain {self.body_contains!r}")
                 return ProbeOutcome(True, f"HTTP {status}")
         except httpx.HTTPError as exc:
             return ProbeOutcome(False, f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__)

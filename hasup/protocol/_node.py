@@ -66,9 +66,7 @@ class Node:
         self._service_since = now
         self._pending: StartService | StopService | None = None
         self._stop_unconfirmed = False
-        self._peers: dict[Address, PeerView] = {
-            p.address: PeerView(p.address, p.name, p.name) for p in config.peers
-        }
+        self._peers: dict[Address, PeerView] = {p.address: PeerView(p.address, p.name, p.name) for p in config.peers}
         self._marks = dict(saved.peer_marks)
         for peer in self._peers.values():
             if peer.name and peer.name in self._marks:
@@ -402,9 +400,7 @@ class Node:
         else:
             self._hold = 0.0
             self._persist(now, role=State.BACKUP)
-        self._set_state(
-            Event.SHUTDOWN, now, "shutdown" + (" (leaving the service running)" if leave_running else "")
-        )
+        self._set_state(Event.SHUTDOWN, now, "shutdown" + (" (leaving the service running)" if leave_running else ""))
         if not leave_running and self.holder and not isinstance(self._pending, StopService):
             self._stop(now, "shutdown")
         self._update(now)
@@ -433,12 +429,12 @@ class Node:
                 peer.down_at = now  # resigned: gone at once, no need to wait
         mismatch = hb.config_hash != self._config_hash
         if mismatch and not peer.config_mismatch:
-            self._alarm(
-                "config_mismatch", f"peer {hb.name} has different group settings (advert, quorum, size)"
-            )
+            self._alarm("config_mismatch", f"peer {hb.name} has different group settings (advert, quorum, size)")
         peer.config_mismatch = mismatch
-        if not mismatch and "config_mismatch" in self._alarms and not any(
-            p.config_mismatch for p in self._peers.values()
+        if (
+            not mismatch
+            and "config_mismatch" in self._alarms
+            and not any(p.config_mismatch for p in self._peers.values())
         ):
             self._clear_alarm("config_mismatch")
         if not was_live:
@@ -578,9 +574,7 @@ class Node:
     def _heartbeat(self, now: float, extra: Flag = Flag.NONE) -> Heartbeat:
         self._seq += 1
         self._sent_log.append((self._seq, now))
-        horizon = now - 2 * max(
-            [self.config.advert_interval * 4, *(p.advert * 4 + 1 for p in self._peers.values())]
-        )
+        horizon = now - 2 * max([self.config.advert_interval * 4, *(p.advert * 4 + 1 for p in self._peers.values())])
         while self._sent_log and self._sent_log[0][1] < horizon:
             self._sent_log.popleft()
         return Heartbeat(
@@ -639,11 +633,7 @@ class Node:
     def _decide(self, now: float) -> None:
         cfg = self.config
         live = [p for p in self._peers.values() if p.live(now)]
-        if (
-            self._link_up
-            and self._link_bad_at > -INF
-            and now - self._link_bad_at > self.master_down_interval()
-        ):
+        if self._link_up and self._link_bad_at > -INF and now - self._link_bad_at > self.master_down_interval():
             self._link_bad_at = -INF
         quorum = not cfg.quorum_required or (1 + len(live)) * 2 > cfg.group_size
         held = quorum
@@ -688,9 +678,7 @@ class Node:
                 self._fault(now, f"no majority: hear {1 + len(live)} of {cfg.group_size}")
                 return
             if self.holder and state == State.MASTER and self._probes.witness_failing():
-                silent = all(
-                    p.last_rx is None or now - p.last_rx >= 2 * p.advert for p in self._peers.values()
-                )
+                silent = all(p.last_rx is None or now - p.last_rx >= 2 * p.advert for p in self._peers.values())
                 if silent:
                     self._fault(now, "isolated: no peer heard and the witness fails")
                     return
@@ -732,9 +720,7 @@ class Node:
                 if peer.state == State.MASTER or peer.rank > me:
                     if self._state == State.CLAIMING:
                         self._set_state(Event.ABORT_CLAIM, now, f"{peer.name} holds the service")
-                    self._stop(
-                        now, f"{peer.name} ({peer.state.name if peer.state else '?'}) holds the service"
-                    )
+                    self._stop(now, f"{peer.name} ({peer.state.name if peer.state else '?'}) holds the service")
                     return True
                 continue
             if peer.state != State.MASTER:
@@ -758,9 +744,7 @@ class Node:
             else:
                 we_yield = ours[2] < theirs[2]
             if we_yield:
-                self._release(
-                    now, peer.name, f"split brain: {peer.name} (term {peer.last.term}) keeps the service"
-                )
+                self._release(now, peer.name, f"split brain: {peer.name} (term {peer.last.term}) keeps the service")
                 return True
         if (
             self._state == State.MASTER
@@ -783,9 +767,7 @@ class Node:
             and now >= self._started_at + 1.5 * cfg.advert_interval
             and not any(p.active and p.state == State.MASTER for p in live)
         ):
-            self._set_state(
-                Event.RESUME, now, f"resumed MASTER (term {self._term}) without restarting the service"
-            )
+            self._set_state(Event.RESUME, now, f"resumed MASTER (term {self._term}) without restarting the service")
             return
         if not self.holder and any(p.active and p.state == State.MASTER for p in live):
             # A serving MASTER answers the question the listen period asks.

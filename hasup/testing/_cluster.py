@@ -176,9 +176,7 @@ class NodeCluster:
         self._log(sim, "boot" if sim.boots == 1 else "restart")
         self._input(
             sim,
-            lambda n: n.service_status(
-                ServiceStatus.RUNNING if sim.running else ServiceStatus.STOPPED, self.now
-            ),
+            lambda n: n.service_status(ServiceStatus.RUNNING if sim.running else ServiceStatus.STOPPED, self.now),
         )
 
     def kill(self, name: str) -> None:
@@ -296,11 +294,7 @@ class NodeCluster:
 
     def first(self, kind: str, name: str | None = None, after: float = 0.0) -> ClusterEvent | None:
         return next(
-            (
-                e
-                for e in self.events
-                if e.kind == kind and e.time >= after and (name is None or e.node == name)
-            ),
+            (e for e in self.events if e.kind == kind and e.time >= after and (name is None or e.node == name)),
             None,
         )
 
@@ -372,9 +366,7 @@ class NodeCluster:
         elif isinstance(action, Persist):
             sim.persisted = action.state
         elif isinstance(action, Alarm):
-            self._log(
-                sim, "alarm", f"{action.kind}: {action.detail}" if action.active else f"{action.kind} cleared"
-            )
+            self._log(sim, "alarm", f"{action.kind}: {action.detail}" if action.active else f"{action.kind} cleared")
         elif isinstance(action, StartService):
             begin = max(self.now, sim.busy_until)
             sim.busy_until = begin + self.start_time
