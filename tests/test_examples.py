@@ -92,7 +92,7 @@ def test_hasup_unit_is_hardened() -> None:
         line.split("=", 1) for line in unit.splitlines() if "=" in line and not line.startswith("#")
     )
     assert settings["Type"] == "notify"
-    assert settings["WatchdogSec"] == "5s"
+    assert settings["WatchdogSec"] == "2s"
     assert settings["Restart"] == "always"
     assert settings["ProtectSystem"] == "strict"
     assert settings["ReadWritePaths"] == "/var/lib/hasup"

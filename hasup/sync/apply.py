@@ -119,9 +119,7 @@ class BlobWriter:
         self._staging.guard(self._file.close)
         if self._hash.hexdigest() != self.digest:
             os.unlink(self._part)
-            raise TransferError(
-                f"content of {self.digest[:12]} does not match its hash (changed at the source?)"
-            )
+            raise TransferError(f"content of {self.digest[:12]} does not match its hash (changed at the source?)")
         os.rename(self._part, self.path)
 
     def abort(self) -> None:

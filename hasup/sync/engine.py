@@ -121,9 +121,7 @@ class SyncEngine:
         self._local_hash = ""
         cache: dict[str, CacheRecord] = {}
         self._load_state(cache)
-        self._scanner = Scanner(
-            self.root, exclude=settings.exclude, image_dir=self._state_dir / "images", cache=cache
-        )
+        self._scanner = Scanner(self.root, exclude=settings.exclude, image_dir=self._state_dir / "images", cache=cache)
         self._lock = anyio.Lock()
         self._published: Published | None = None
         self._changed = anyio.Event()
@@ -363,9 +361,7 @@ class SyncEngine:
                     raise
         raise AssertionError("unreachable")
 
-    async def follow(
-        self, peer: tuple[str, int], *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED
-    ) -> None:
+    async def follow(self, peer: tuple[str, int], *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
         """Mirror ``peer`` until cancelled (only while this node's service is stopped)."""
         self._role = "follower"
         task_status.started()
@@ -424,12 +420,7 @@ class SyncEngine:
             self._event("applied", generation=info.generation.short())
             return info.generation
         dirty = not local_empty and local_hash != self._local_hash
-        if (
-            not dirty
-            and ours
-            and ours != info.generation.hash
-            and self._info.descends_from(info.generation.hash)
-        ):
+        if not dirty and ours and ours != info.generation.hash and self._info.descends_from(info.generation.hash):
             await channel.send_json(WANT, [])
             log.warning(
                 "sync: peer offers generation %s, older than ours %s: kept ours",
@@ -444,6 +435,9 @@ class SyncEngine:
             reason = "local changes not known to the source"
         elif ours and not info.descends_from(ours):
             reason = "both sides changed since the last common generation"
+        elif len(manifest.entries) <= 1 and not local_empty:
+            # an empty source is more often an unmounted volume than a deliberate wipe
+            reason = "the source's tree is empty"
         keep_old = reason is not None
         local_files = dict(local.sources) if local is not None else {}
         want = sorted({e.hash for e in manifest.files() if e.hash not in local_files})

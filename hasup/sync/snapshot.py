@@ -121,9 +121,7 @@ class Entry:
             raise UnsafeSnapshot("manifest entry is not an object")
         path, kind = obj.get("p"), obj.get("t")
         if not isinstance(path, str) or kind not in KINDS:
-            raise UnsafeSnapshot(
-                f"manifest entry {path!r}: unsupported kind {kind!r} (special files refused)"
-            )
+            raise UnsafeSnapshot(f"manifest entry {path!r}: unsupported kind {kind!r} (special files refused)")
         ints = {k: obj.get(k, 0) for k in ("m", "u", "g", "mt", "s")}
         for key, value in ints.items():
             if isinstance(value, bool) or not isinstance(value, int) or value < 0:

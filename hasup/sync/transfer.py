@@ -94,9 +94,7 @@ def _session_keys(key: bytes, cn: bytes, sn: bytes) -> tuple[bytes, bytes]:
 class SecureChannel:
     """Authenticated, encrypted, ordered frames over a byte stream."""
 
-    def __init__(
-        self, stream: ByteStream, reader: BufferedByteReceiveStream, send_key: bytes, recv_key: bytes
-    ) -> None:
+    def __init__(self, stream: ByteStream, reader: BufferedByteReceiveStream, send_key: bytes, recv_key: bytes) -> None:
         self._stream = stream
         self._reader = reader
         self._send = ChaCha20Poly1305(send_key)
@@ -213,9 +211,7 @@ async def client_handshake(stream: ByteStream, key: bytes, *, auth_timeout: floa
     return SecureChannel(stream, reader, c2s, s2c)
 
 
-async def server_handshake(
-    stream: ByteStream, keys: Sequence[bytes], *, auth_timeout: float
-) -> SecureChannel:
+async def server_handshake(stream: ByteStream, keys: Sequence[bytes], *, auth_timeout: float) -> SecureChannel:
     """Authenticate a client against any of ``keys`` (two during a key rotation)."""
     reader = BufferedByteReceiveStream(stream)
     try:

@@ -128,9 +128,7 @@ async def test_both_sides_changed_keeps_both_copies(tmp_path: Path) -> None:
     assert len(kept) == 1
     assert kept[0].name.endswith("-b")
     assert (kept[0] / "neuron" / "plugins.json").read_text() == "edited on b"
-    assert tree_state(kept[0], ignore=("neuron/plugins.json",)) == tree_state(
-        src, ignore=("neuron/plugins.json",)
-    )
+    assert tree_state(kept[0], ignore=("neuron/plugins.json",)) == tree_state(src, ignore=("neuron/plugins.json",))
     assert b2.status().conflicts == 1
     assert [e for e, _ in events if e == "conflict"] == ["conflict"]
 
@@ -222,9 +220,7 @@ async def test_follow_sees_a_small_change_quickly(tmp_path: Path) -> None:
         if kind == "applied":
             applied[-1].set()
 
-    b = SyncEngine(
-        _.settings, group_keys=[KEY], node_name="b", state_dir=tmp_path / "state-b2", on_event=on_event
-    )
+    b = SyncEngine(_.settings, group_keys=[KEY], node_name="b", state_dir=tmp_path / "state-b2", on_event=on_event)
     async with serving(a) as addr, anyio.create_task_group() as tg:
         await tg.start(b.follow, addr)
         with anyio.fail_after(10):
@@ -250,3 +246,23 @@ async def test_sqlite_image_is_consistent_and_deterministic(tmp_path: Path) -> N
     assert len(image) == 1
     con.close()
     assert await a.snapshot_now() == gen  # checkpoint on close: same content, same generation
+
+
+async def test_empty_source_does_not_wipe_the_standby(tmp_path: Path) -> None:
+    src, dst, a, b = pair(tmp_path)
+    async with serving(a) as addr:
+        await b.pull(addr)
+        before = tree_state(dst)
+        for child in list(src.iterdir()):
+            if child.is_dir() and not child.is_symlink():
+                import shutil
+
+                shutil.rmtree(child)
+            else:
+                child.unlink()
+        await a.snapshot_now()
+        await b.pull(addr)
+    kept = [p for p in dst.parent.iterdir() if ".conflict-" in p.name]
+    assert len(kept) == 1
+    assert tree_state(kept[0]) == before
+    assert b.status().conflicts == 1

@@ -82,9 +82,7 @@ async def test_snapshots_under_a_live_writer_are_consistent_prefixes(
     assert b.status().conflicts == 0
 
 
-def serve_process(
-    root: Path, state: Path, procs: list[subprocess.Popen[str]]
-) -> tuple[subprocess.Popen[str], int]:
+def serve_process(root: Path, state: Path, procs: list[subprocess.Popen[str]]) -> tuple[subprocess.Popen[str], int]:
     p = spawn(str(HERE / "sync_node.py"), "serve", str(root), str(state))
     procs.append(p)
     return p, int(expect_line(p, "LISTEN").split()[1])
