@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 import sqlite3
 from pathlib import Path
 from typing import Any
@@ -255,8 +256,6 @@ async def test_empty_source_does_not_wipe_the_standby(tmp_path: Path) -> None:
         before = tree_state(dst)
         for child in list(src.iterdir()):
             if child.is_dir() and not child.is_symlink():
-                import shutil
-
                 shutil.rmtree(child)
             else:
                 child.unlink()
