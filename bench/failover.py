@@ -367,9 +367,7 @@ def render_timelines(results: list[ImplResult], outdir: Path, scenarios: Sequenc
 _EVENT = {"nodeloss": "kill -9 node", "crash": "kill -9 service", "failback": "boot preferred node"}
 
 
-def _render_png(
-    scenario: str, data: list[tuple[str, dict[str, Any]]], span: tuple[float, float], outdir: Path
-) -> Path:
+def _render_png(scenario: str, data: list[tuple[str, dict[str, Any]]], span: tuple[float, float], outdir: Path) -> Path:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -379,9 +377,7 @@ def _render_png(
     for ax, (label, d) in zip(axes[:, 0], data, strict=True):
         lanes = list(d["lanes"])
         for y, n in enumerate(lanes):
-            ax.broken_barh(
-                [(s, e - s) for s, e in d["lanes"][n]], (y - 0.35, 0.7), color=COLORS.get(n, "#777")
-            )
+            ax.broken_barh([(s, e - s) for s, e in d["lanes"][n]], (y - 0.35, 0.7), color=COLORS.get(n, "#777"))
         for s, e in d["dual"]:
             ax.axvspan(s, e, color="red", alpha=0.25)
         for s, e in d["gap"]:
@@ -390,9 +386,7 @@ def _render_png(
         ax.set_yticks(range(len(lanes)), lanes)
         ax.set_title(label, fontsize=9, loc="left")
     axes[-1, 0].set_xlim(*span)
-    axes[-1, 0].set_xlabel(
-        f"seconds after {_EVENT.get(scenario, scenario)} (red: dual-active, grey: no service)"
-    )
+    axes[-1, 0].set_xlabel(f"seconds after {_EVENT.get(scenario, scenario)} (red: dual-active, grey: no service)")
     fig.tight_layout()
     path = outdir / f"failover-{scenario}.png"
     fig.savefig(path, dpi=110)
@@ -400,9 +394,7 @@ def _render_png(
     return path
 
 
-def _render_svg(
-    scenario: str, data: list[tuple[str, dict[str, Any]]], span: tuple[float, float], outdir: Path
-) -> Path:
+def _render_svg(scenario: str, data: list[tuple[str, dict[str, Any]]], span: tuple[float, float], outdir: Path) -> Path:
     width, left, right, lane_h, title_h = 960, 70, 20, 22, 20
     plot_w = width - left - right
 
@@ -416,12 +408,8 @@ def _render_svg(
         lanes = list(d["lanes"])
         top = y + title_h
         height = lane_h * len(lanes)
-        parts.append(
-            f'<text x="{left}" y="{y + 14}" font-size="13" font-family="sans-serif">{_esc(label)}</text>'
-        )
-        parts.append(
-            f'<rect x="{left}" y="{top}" width="{plot_w}" height="{height}" fill="#fafafa" stroke="#ccc"/>'
-        )
+        parts.append(f'<text x="{left}" y="{y + 14}" font-size="13" font-family="sans-serif">{_esc(label)}</text>')
+        parts.append(f'<rect x="{left}" y="{top}" width="{plot_w}" height="{height}" fill="#fafafa" stroke="#ccc"/>')
         for s, e in d["gap"]:
             parts.append(
                 f'<rect x="{x(s):.1f}" y="{top}" width="{max(x(e) - x(s), 0.5):.1f}" height="{height}" '
@@ -459,15 +447,11 @@ def _render_svg(
         )
         t += step
     caption = f"seconds after {_EVENT.get(scenario, scenario)} — red: dual-active, grey: no service answering"
-    parts.append(
-        f'<text x="{left}" y="{y + 26}" font-size="12" font-family="sans-serif">{_esc(caption)}</text>'
-    )
+    parts.append(f'<text x="{left}" y="{y + 26}" font-size="12" font-family="sans-serif">{_esc(caption)}</text>')
     height = y + 36
     svg = (
         f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" '
-        f'viewBox="0 0 {width} {height}"><rect width="100%" height="100%" fill="white"/>'
-        + "".join(parts)
-        + "</svg>\n"
+        f'viewBox="0 0 {width} {height}"><rect width="100%" height="100%" fill="white"/>' + "".join(parts) + "</svg>\n"
     )
     path = outdir / f"failover-{scenario}.svg"
     path.write_text(svg)
@@ -484,9 +468,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--runs", type=int, default=5)
     p.add_argument("--scenarios", default=",".join(SCENARIOS), help="comma list of " + ",".join(SCENARIOS))
     p.add_argument("--impls", default=",".join(IMPLS), help="comma list of " + ",".join(IMPLS))
-    p.add_argument(
-        "--idle-secs", type=float, default=10.0, help="idle CPU window per implementation (0: skip)"
-    )
+    p.add_argument("--idle-secs", type=float, default=10.0, help="idle CPU window per implementation (0: skip)")
     p.add_argument("--out", type=Path, help="also write the markdown table to this file")
     p.add_argument("--json", type=Path, help="write raw per-run values here")
     p.add_argument("--timelines", type=Path, help="directory for one timeline image per scenario")

@@ -25,6 +25,7 @@ from .protocol import Address, CoreConfig, KeyRing, PeerSpec, ProbeSpec
 
 if TYPE_CHECKING:
     from .coordinator import Coordinator
+    from .sync.config import SyncSettings
 
 __all__ = ["Config", "GroupSettings", "NodeSettings", "load_config", "parse_config", "read_key_file"]
 
@@ -52,6 +53,8 @@ class GroupSettings:
     quorum: str = "auto"
     key_file: str | None = None
     track_interface: tuple[str, ...] = ()
+    #: Raw group secrets, the sending key first (data sync derives its own keys).
+    secrets: tuple[bytes, ...] = attrs.field(default=(), repr=False)
 
 
 @attrs.frozen
@@ -78,6 +81,8 @@ class Config:
     probes: tuple[ProbeEntry, ...] = ()
     status: StatusSettings = StatusSettings()
     notify: tuple[NotifyHook, ...] = ()
+    #: The raw ``[[sync]]`` tables (validated): directories replicated to the standby.
+    sync: tuple[Mapping[str, Any], ...] = ()
     #: The raw ``[coordinator]`` table (validated), or None for heartbeat election.
     coordinator: Mapping[str, Any] | None = None
     start_timeout: float = 60.0
@@ -105,6 +110,7 @@ class Config:
             fault_holddown=self.group.fault_holddown,
             quorum=self.group.quorum,
             external_leader=self.coordinator is not None,
+            takeover_needs_sync=bool(self.sync),
             probes=tuple(
                 ProbeSpec(
                     name=p.options.name,
@@ -128,6 +134,20 @@ class Config:
         except ConfigError as exc:
             raise section.error("backend", exc.message) from None
         return cls.from_config(section)
+
+    def sync_settings(self) -> list[SyncSettings]:
+        """One validated :class:`~hasup.sync.SyncSettings` per ``[[sync]]`` table."""
+        from .sync.config import SyncSettings
+
+        source = Source(self.file, self.text)
+        return [
+            SyncSettings.from_section(
+                Section(table, path=f"sync[{i}]", source=source),
+                default_host=self.group.listen[0],
+                default_port=5406 + i,
+            )
+            for i, table in enumerate(self.sync)
+        ]
 
     def make_coordinator(self) -> Coordinator | None:
         """The external leader election, if ``[coordinator]`` is configured."""
@@ -214,7 +234,7 @@ def _peers(section: Section, listen_port: int) -> tuple[PeerSpec, ...]:
     return tuple(peers)
 
 
-def _keys(section: Section, warnings: list[str]) -> tuple[KeyRing, str | None]:
+def _keys(section: Section, warnings: list[str]) -> tuple[KeyRing, str | None, tuple[bytes, ...]]:
     insecure = section.get_bool("insecure", False)
     key_file = section.get_str("key_file", None)
     inline = section.get_str("key", None)
@@ -251,10 +271,11 @@ def _keys(section: Section, warnings: list[str]) -> tuple[KeyRing, str | None]:
                 "or set insecure = true to run without authentication",
             )
         warnings.append(f"{section.source.file}: group.insecure: heartbeats are NOT authenticated")
-        return KeyRing.insecure(), None
+        return KeyRing.insecure(), None, ()
     if insecure:
         raise section.error("insecure", "cannot be true when a key is configured")
-    return KeyRing.from_group_keys(secrets, key_id), key_file
+    ordered = (secrets[key_id], *(v for k, v in secrets.items() if k != key_id))
+    return KeyRing.from_group_keys(secrets, key_id), key_file, ordered
 
 
 def parse_config(text: str, file: str = "<config>") -> Config:
@@ -284,7 +305,7 @@ def parse_config(text: str, file: str = "<config>") -> Config:
     group_id = group_s.get_int("id", min=0, max=2**32 - 1)
     listen = _address(group_s, "listen", group_s.get_str("listen", f"0.0.0.0:{DEFAULT_PORT}"), DEFAULT_PORT)
     peers = _peers(group_s, listen[1])
-    keys, key_file = _keys(group_s, warnings)
+    keys, key_file, secrets = _keys(group_s, warnings)
     group = GroupSettings(
         id=group_id,
         listen=listen,
@@ -294,6 +315,7 @@ def parse_config(text: str, file: str = "<config>") -> Config:
         fault_holddown=group_s.get_duration("fault_holddown", 5.0, min=0.0),
         quorum=group_s.get_str("quorum", "auto", choices=("auto", "majority", "none")),
         key_file=key_file,
+        secrets=secrets,
         track_interface=group_s.get_str_list("track_interface", ()),
     )
     group_s.finish()
@@ -318,6 +340,10 @@ def parse_config(text: str, file: str = "<config>") -> Config:
         probes.append(ProbeEntry(options, kind, sub.data()))
 
     notify = parse_hooks(root.get_tables("notify"))
+
+    sync_tables = tuple(sub.data() for sub in root.get_tables("sync"))
+    if sync_tables and not secrets:
+        raise root.error("sync", "data sync needs a group key (the data holds credentials); insecure is not allowed")
 
     coordinator_s = root.get_table("coordinator")
     coordinator = None
@@ -351,9 +377,11 @@ def parse_config(text: str, file: str = "<config>") -> Config:
         status=status,
         notify=notify,
         coordinator=coordinator,
+        sync=sync_tables,
         warnings=tuple(warnings),
         text=text,
     )
+    config.sync_settings()  # validates every [[sync]] table
     # Build once to validate backend and probe options (constructors do no I/O).
     # A callback backend exists only in the embedding program: it is passed to Supervisor.
     backend = None if config.backend_kind == "callback" else config.make_backend()

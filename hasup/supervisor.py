@@ -98,6 +98,9 @@ class Supervisor:
         from ._metrics import SupervisorMetrics
 
         self.metrics = SupervisorMetrics(self)
+        from ._syncrunner import SyncRunner
+
+        self._sync = SyncRunner(self) if config.sync else None
         self._claimed_at: float | None = None
         self.probes = list(probes) if probes is not None else config.make_probes(self.backend)
         self._transport = transport
@@ -180,6 +183,8 @@ class Supervisor:
         )
         data["since_seconds"] = round(now - float(data.pop("since", now)), 3)
         data["backend"] = self.backend.describe()
+        if self._sync is not None:
+            data["sync"] = self._sync.status()
         data["statistics"] = self.statistics()
         data.pop("counters", None)
         return data
@@ -285,6 +290,8 @@ class Supervisor:
                     tg.start_soon(self._track_links)
                 if self.coordinator is not None:
                     tg.start_soon(self._leadership)
+                if self._sync is not None:
+                    tg.start_soon(self._sync.run)
                 for probe in self.probes:
                     tg.start_soon(self._prober, probe)
                 if self.config.status.listen is not None:
@@ -431,6 +438,8 @@ class Supervisor:
             elif isinstance(action, Alarm):
                 self._on_alarm(action)
             elif isinstance(action, StartService):
+                if self._sync is not None:
+                    await self._sync.quiesce()  # never apply a snapshot under a running service
                 await self._run_action(action, self.backend.start, self.config.start_timeout)
             elif isinstance(action, StopService):
                 # stop() escalates to a kill itself; the extra margin bounds a hung backend.

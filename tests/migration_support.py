@@ -35,8 +35,17 @@ NS_PREFIX = "hasupmig"
 NS_RE = re.compile(rf"^{NS_PREFIX}(\d+)-")
 
 
-def run(argv: Sequence[str], *, timeout: float = 60.0, **kw: object) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(list(argv), capture_output=True, text=True, timeout=timeout, check=False, **kw)  # type: ignore[call-overload]
+def run(
+    argv: Sequence[str], *, timeout: float = 60.0, env: Mapping[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        list(argv),
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+        env=dict(env) if env is not None else None,
+    )
 
 
 def _must(argv: Sequence[str]) -> None:
@@ -127,7 +136,7 @@ class NodeNet:
     def run(
         self, role: str, argv: Sequence[str], *, env: Mapping[str, str] | None = None, timeout: float = 60.0
     ) -> subprocess.CompletedProcess[str]:
-        return run(self.exec_argv(role, argv), env=dict(env) if env is not None else None, timeout=timeout)
+        return run(self.exec_argv(role, argv), env=env, timeout=timeout)
 
     def http_get(self, role: str, url: str, timeout: float = 5.0) -> tuple[int, str]:
         """One GET from inside the namespace: (status, body); status 0 if unreachable."""

@@ -11,11 +11,13 @@ docs/operations.md), with the seed's two keepalived.conf files and their scripts
    ``hasup check``: offline first, then against the node's systemd.
 2. Two network namespaces with the recipe's addresses (10.0.0.127 master,
    10.0.0.223 backup) on a veth pair named eth0, a real systemd in each with a
-   ``neuronex.service`` stand-in (an HTTP server on 8085), and ``hasup run`` in each.
-3. The master serves; ``hasup status`` shows the group; kill -9 of the master's
-   NeuronEX fails over to the backup (seen in ``/metrics`` and ``hasup status``); the
-   master takes the service back after its fault hold-down (failback); ``hasup
-   switchover`` moves it to the backup; ``hasup maintenance off`` lets it fail back.
+   ``neuronex.service`` stand-in (an HTTP server on 8085, Restart=no, not enabled).
+   NeuronEX runs on the master, as keepalived left it; ``hasup run`` on each node.
+3. hasup adopts the running NeuronEX on the master (same process, no blip); ``hasup
+   status`` shows the group; kill -9 of the master's NeuronEX fails over to the backup
+   (seen in ``/metrics`` and ``hasup status``); the master takes the service back after
+   its fault hold-down (failback); ``hasup switchover`` moves it to the backup; ``hasup
+   maintenance off`` lets it fail back.
    Both services are sampled every 10 ms throughout: never two at once.
 """
 
@@ -60,6 +62,7 @@ SEED_FILES = {
     "backup": {"keepalived.conf": BACKUP_CONF, "master.sh": BACKUP_MASTER_SH, "backup.sh": BACKUP_SH},
 }
 PORT = 8085
+MANAGER = ("org.freedesktop.systemd1", "/org/freedesktop/systemd1", "org.freedesktop.systemd1.Manager")
 STATUS_URL = "http://127.0.0.1:9105"  # the default [status] listen, inside each namespace
 
 
@@ -91,7 +94,8 @@ def convert_pair(tmp: Path) -> dict[str, Path]:
         out.parent.mkdir(parents=True)
         proc = hasup("import-keepalived", str(etc / "keepalived.conf"), "-o", str(out))
         assert proc.returncode == 0, proc.stderr
-        assert "trap: " in proc.stderr and "warning: " in proc.stderr, proc.stderr
+        assert "trap: " in proc.stderr, proc.stderr
+        assert "warning: " in proc.stderr, proc.stderr
         assert out.exists()
         configs[role] = out
 
@@ -107,9 +111,7 @@ def convert_pair(tmp: Path) -> dict[str, Path]:
         generated = text
         own_key = path.parent / "group.key"
         # key_file: the generated line names /etc/hasup/group.key; this node's copy is elsewhere
-        text, n = re.subn(
-            r'^key_file = "/etc/hasup/group.key"$', f'key_file = "{own_key}"', text, flags=re.MULTILINE
-        )
+        text, n = re.subn(r'^key_file = "/etc/hasup/group.key"$', f'key_file = "{own_key}"', text, flags=re.MULTILINE)
         assert n == 1, generated
         # "Set [node] name if the host names are not what you want": both namespaces share
         # this machine's host name, so uncomment the generated name line
@@ -135,9 +137,12 @@ def neuronex_unit(www: Path) -> str:
     )
 
 
-def metric(text: str, name: str, labels: str) -> float | None:
-    m = re.search(rf"^{re.escape(name)}\{{{re.escape(labels)}\}} (\S+)$", text, flags=re.MULTILINE)
-    return float(m.group(1)) if m else None
+def metric(text: str, name: str, **labels: str) -> float | None:
+    """The value of the sample ``name{labels}`` in a Prometheus text exposition (label order free)."""
+    for m in re.finditer(rf"^{re.escape(name)}\{{([^}}]*)\}} (\S+)$", text, flags=re.MULTILINE):
+        if dict(re.findall(r'(\w+)="([^"]*)"', m.group(1))) == labels:
+            return float(m.group(2))
+    return None
 
 
 @contextlib.contextmanager
@@ -201,6 +206,20 @@ def test_seed_pair_migrates_fails_over_and_switches_over(tmp_path: Path) -> None
             assert proc.returncode == 0, f"{role}: {proc.stdout}\n{proc.stderr}"
 
         sampler.start()
+        # the recipe's state at migration time: keepalived is gone (`systemctl disable --now
+        # keepalived`) and left NeuronEX running on the master; the backup's is stopped
+        proc = subprocess.run(
+            ["busctl", "--system", "call", *MANAGER, "StartUnit", "ss", "neuronex.service", "replace"],
+            env=envs["master"],
+            capture_output=True,
+            text=True,
+            timeout=30,
+            check=False,
+        )
+        assert proc.returncode == 0, proc.stderr
+        wait_until(lambda: sampler.serving() == {"master"}, timeout=10, what="the master's neuronex (pre-hasup)")
+        t_hasup = sampler.mark("hasup started")
+        pids_before = systemds["master"].host_pids("neuronex.service")
         with node_processes() as procs:
             for role in ("backup", "master"):
                 logs[role] = tmp_path / f"hasup-{role}.log"
@@ -219,21 +238,35 @@ def test_seed_pair_migrates_fails_over_and_switches_over(tmp_path: Path) -> None
                 proc = net.run(role, [sys.executable, "-m", "hasup", "status", "-c", str(configs[role])])
                 return proc.stdout if proc.returncode == 0 else ""
 
-            def running() -> None:
+            def running() -> bool:
                 for role, proc in procs.items():
                     assert proc.poll() is None, f"hasup on {role} exited with {proc.returncode}"
+                return True
 
             def serving(roles: set[str]) -> bool:
                 running()
                 return sampler.serving() == roles
 
             # ---- the master (priority 100) serves on 10.0.0.127:8085; the backup does not
-            wait_until(lambda: serving({"master"}), timeout=20, what="the master's neuronex serving alone")
-            code, body = net.http_get("backup", f"http://{ADDRS['master']}:{PORT}/")
-            assert code == 200 and NAMES["master"] in body, (code, body)
             wait_until(
-                lambda: re.search(rf"^{NAMES['master']}: MASTER .*service running", status("master"), re.M)
-                and re.search(rf"peer {NAMES['backup']} at {ADDRS['backup']}:5405: BACKUP, live", status("master")),
+                lambda: (
+                    running() and re.search(rf"^{NAMES['master']}: MASTER .*service running", status("master"), re.M)
+                ),
+                timeout=20,
+                what="the master MASTER",
+            )
+            assert serving({"master"})
+            # hasup adopted the NeuronEX that keepalived left running: same process, no blip
+            assert systemds["master"].host_pids("neuronex.service") == pids_before
+            assert sampler.timeline().service_flaps("master", t_hasup) == 0
+            code, body = net.http_get("backup", f"http://{ADDRS['master']}:{PORT}/")
+            assert code == 200, body
+            assert NAMES["master"] in body, body
+            wait_until(
+                lambda: (
+                    re.search(rf"^{NAMES['master']}: MASTER .*service running", status("master"), re.M)
+                    and re.search(rf"peer {NAMES['backup']} at {ADDRS['backup']}:5405: BACKUP, live", status("master"))
+                ),
                 timeout=10,
                 what="hasup status on the master showing both nodes",
             )
@@ -255,26 +288,38 @@ def test_seed_pair_migrates_fails_over_and_switches_over(tmp_path: Path) -> None
             print(f"failover: backup served {first[0] - t_kill:.3f} s after the kill")
             assert first[0] - t_kill < 5.0
 
-            code, metrics = net.http_get("backup", f"{STATUS_URL}/metrics")
-            assert code == 200, metrics
-            labels = f'node="{NAMES["backup"]}"'
-            assert metric(metrics, "hasup_state", f'{labels},state="MASTER"') == 1.0, metrics
-            assert (metric(metrics, "hasup_failover_seconds_count", labels) or 0) >= 1, metrics
-            assert metric(metrics, "hasup_transitions_total", f'{labels},from_state="CLAIMING",to_state="MASTER"')
-            backup_view = status("backup")
-            assert re.search(rf"^{NAMES['backup']}: MASTER .*service running", backup_view, re.M), backup_view
-            assert re.search(rf"peer {NAMES['master']} at {ADDRS['master']}:5405: ", backup_view), backup_view
+            # the master sits in FAULT for its fault hold-down (5 s): look there first
+            master_view = status("master")
+            print(master_view.rstrip())
+            assert re.search(rf"^{NAMES['master']}: FAULT ", master_view, re.M), master_view
             code, metrics = net.http_get("master", f"{STATUS_URL}/metrics")
             assert code == 200, metrics
-            assert metric(metrics, "hasup_state", f'node="{NAMES["master"]}",state="MASTER"') == 0.0, metrics
+            master = NAMES["master"]
+            assert metric(metrics, "hasup_state", node=master, state="FAULT") == 1.0, metrics
+            assert metric(metrics, "hasup_state", node=master, state="MASTER") == 0.0, metrics
+
+            code, metrics = net.http_get("backup", f"{STATUS_URL}/metrics")
+            assert code == 200, metrics
+            backup = NAMES["backup"]
+            assert metric(metrics, "hasup_state", node=backup, state="MASTER") == 1.0, metrics
+            assert (metric(metrics, "hasup_failover_seconds_count", node=backup) or 0) >= 1, metrics
+            assert metric(metrics, "hasup_transitions_total", node=backup, from_state="CLAIMING", to_state="MASTER")
+            backup_view = status("backup")
+            print(backup_view.rstrip())
+            assert re.search(rf"^{NAMES['backup']}: MASTER .*service running", backup_view, re.M), backup_view
+            # FAULT until its hold-down ends, BACKUP just before it takes the service back
+            peer = rf"peer {NAMES['master']} at {ADDRS['master']}:5405: (FAULT|BACKUP), live"
+            assert re.search(peer, backup_view), backup_view
 
             # ---- failback: after the fault hold-down (5 s) the master takes it back
             wait_until(lambda: serving({"master"}), timeout=20, what="failback to the master")
             t_back = time.monotonic()
             print(f"failback: master served again {t_back - t_taken:.3f} s after the failover")
             wait_until(
-                lambda: re.search(rf"^{NAMES['master']}: MASTER ", status("master"), re.M)
-                and re.search(rf"^{NAMES['backup']}: BACKUP .*service stopped", status("backup"), re.M),
+                lambda: (
+                    re.search(rf"^{NAMES['master']}: MASTER ", status("master"), re.M)
+                    and re.search(rf"^{NAMES['backup']}: BACKUP .*service stopped", status("backup"), re.M)
+                ),
                 timeout=10,
                 what="both nodes settled after failback",
             )
@@ -305,9 +350,10 @@ def test_seed_pair_migrates_fails_over_and_switches_over(tmp_path: Path) -> None
             timeline = sampler.timeline()
             assert timeline.dual_active() == [], timeline.dual_active()
             for label, t0, t1 in (
-                ("failover", t_kill, t_back),
+                ("failover", t_kill, t_taken),
+                ("failback", t_taken, t_back),
                 ("switchover", t_switch, t_off),
-                ("failback", t_off, t_end),
+                ("failback after maintenance off", t_off, t_end),
             ):
                 gaps = timeline.no_service(t0, t1)
                 print(f"{label}: no service for {sum(g.length for g in gaps):.3f} s")

@@ -69,6 +69,9 @@ class CoreConfig:
     #: Leadership comes from an external coordinator (etcd) through ``Node.leadership``;
     #: heartbeats still carry state, health and the release handshake.
     external_leader: bool = False
+    #: Data sync is configured: a preempting node first pulls the holder's data
+    #: (``Node.needs_sync`` / ``Node.sync_result``) so no edit is lost on failback.
+    takeover_needs_sync: bool = False
 
     @property
     def group_size(self) -> int:

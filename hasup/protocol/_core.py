@@ -97,6 +97,10 @@ class _NodeBase:
         self._alarms: dict[str, str] = {}
         self._timer: float | None = None
         self._granted = False
+        #: Opaque data-sync generations carried in heartbeats (set by the supervisor).
+        self.sync_generation = b""
+        self._needs_sync = False
+        self._sync_ready_until = -INF
         self._grant_token = 0
         self._released_at = -INF
         self._last_reason = "starting"
@@ -360,6 +364,7 @@ class _NodeBase:
             release_target=self._release_target if self._state == State.RELEASING else None,
             release_budget_ms=round(self._release_budget() * 1000),
             hold_ms=round(self._hold * 1000) if self._state == State.STOPPING and self.holder else 0,
+            sync_generation=self.sync_generation,
         )
 
     def _send_to(self, address: Address, now: float, extra: Flag = Flag.NONE) -> None:

@@ -241,11 +241,15 @@ class _Decisions(_NodeBase):
         )
         if not wants or holder is None:
             self._clear_takeover()
+            self._needs_sync = False
             return
         if self._preempt_since is None:
             self._preempt_since = now
         if self._takeover_requested_at is None:
             if now - self._preempt_since >= cfg.preempt_delay:
+                if cfg.takeover_needs_sync and now >= self._sync_ready_until:
+                    self._needs_sync = True  # the supervisor pulls the holder's data first
+                    return
                 self._takeover_requested_at = now
                 self._changed(now)
             return

@@ -227,6 +227,21 @@ class Node(_Decisions):
         me = (self.effective_priority, self.config.name)
         return not any(p.candidate() and p.rank > me for p in live)
 
+    @property
+    def needs_sync(self) -> bool:
+        """A preemption waits for the supervisor to pull the holder's data."""
+        return self._needs_sync
+
+    def sync_result(self, ok: bool, now: float) -> None:
+        """Outcome of the pre-takeover data pull: go ahead, or back off and retry."""
+        self._needs_sync = False
+        if ok:
+            self._sync_ready_until = now + 2 * self.master_down_interval()
+        else:
+            self._takeover_backoff = min(max(2 * self._takeover_backoff, self.master_down_interval()), 60.0)
+            self._takeover_not_before = now + self._takeover_backoff
+        self._update(now)
+
     def forget_peer(self, name: str, now: float) -> None:
         """Clear a peer's replay high-water mark (``hasup forget-peer``), e.g. after its
         state directory was wiped and it restarted with a lower epoch."""

@@ -74,7 +74,7 @@ class Tlv(enum.IntEnum):
     RELEASE_TARGET = 2  # name
     RELEASE_BUDGET_MS = 3  # u32
     HOLD_MS = 4  # u32: leave-running hold of a STOPPING node
-    SYNC_GENERATION = 5  # reserved for data sync
+    SYNC_GENERATION = 5  # data sync: 16 bytes per [[sync]] (u64 number + 8 hash bytes)
 
 
 @attrs.frozen
@@ -97,6 +97,8 @@ class Heartbeat:
     release_target: str | None = None
     release_budget_ms: int = 0
     hold_ms: int = 0
+    #: Data-sync generations the sender holds (opaque to the core).
+    sync_generation: bytes = b""
     key_id: int = 0
 
     @property
@@ -189,6 +191,8 @@ def encode(hb: Heartbeat, keys: KeyRing) -> bytes:
         parts.append(struct.pack("!BHI", Tlv.RELEASE_BUDGET_MS, 4, hb.release_budget_ms))
     if hb.hold_ms:
         parts.append(struct.pack("!BHI", Tlv.HOLD_MS, 4, hb.hold_ms))
+    if hb.sync_generation:
+        parts.append(struct.pack("!BH", Tlv.SYNC_GENERATION, len(hb.sync_generation)) + hb.sync_generation)
     body = b"".join(parts)
     return body + hmac.digest(keys.keys[keys.send_id], body, "sha256")
 
@@ -230,6 +234,7 @@ def _parse(body: bytes, key_id: int, group: int) -> Heartbeat | Drop:
     acks: dict[str, tuple[int, int]] = {}
     target: str | None = None
     budget = hold = 0
+    sync_generation = b""
     while pos < len(body):
         if pos + 3 > len(body):
             return Drop.MALFORMED
@@ -253,6 +258,8 @@ def _parse(body: bytes, key_id: int, group: int) -> Heartbeat | Drop:
             (budget,) = struct.unpack("!I", value)
         elif ttype == Tlv.HOLD_MS:
             (hold,) = struct.unpack("!I", value)
+        elif ttype == Tlv.SYNC_GENERATION:
+            sync_generation = bytes(value)
         # unknown TLV types are skipped: newer senders stay compatible
     try:
         st = State(state)
@@ -276,5 +283,6 @@ def _parse(body: bytes, key_id: int, group: int) -> Heartbeat | Drop:
         release_target=target,
         release_budget_ms=budget,
         hold_ms=hold,
+        sync_generation=sync_generation,
         key_id=key_id,
     )

@@ -90,7 +90,11 @@ class SyncStatus:
 
     @property
     def in_sync(self) -> bool:
-        return self.peer_generation is None or self.peer_generation.hash == self.generation.hash
+        # heartbeats carry a 16-hex-digit prefix of the hash (Generation.to_wire)
+        peer = self.peer_generation
+        return peer is None or (
+            peer.number == self.generation.number and bool(peer.hash) and self.generation.hash.startswith(peer.hash)
+        )
 
 
 class SyncEngine:

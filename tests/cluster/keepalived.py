@@ -155,12 +155,8 @@ class KeepalivedPair:
         self.python = shutil.which(python) or python
         self.master, self.backup = bed.nodes[0], bed.nodes[1]
         self.roles = {
-            self.master.name: _Role(
-                self.master, self.backup, bed.workdir / f"ka-{variant}-{self.master.name}", True
-            ),
-            self.backup.name: _Role(
-                self.backup, self.master, bed.workdir / f"ka-{variant}-{self.backup.name}", False
-            ),
+            self.master.name: _Role(self.master, self.backup, bed.workdir / f"ka-{variant}-{self.master.name}", True),
+            self.backup.name: _Role(self.backup, self.master, bed.workdir / f"ka-{variant}-{self.backup.name}", False),
         }
         for role in self.roles.values():
             self._write(role)
@@ -289,8 +285,7 @@ class KeepalivedPair:
     def states(self) -> dict[str, str | None]:
         """Each node's state as its notify scripts last logged it (MASTER/BACKUP/FAULT)."""
         return {
-            name: (log[-1][1] if (log := self.notify_log(role.node)) else None)
-            for name, role in self.roles.items()
+            name: (log[-1][1] if (log := self.notify_log(role.node)) else None) for name, role in self.roles.items()
         }
 
     def steady(self) -> bool:

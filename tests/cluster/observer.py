@@ -196,9 +196,7 @@ class Timeline:
         """Intervals where ``node`` and no other node served."""
         lo = self.start if t0 is None else t0
         hi = self.end if t1 is None else t1
-        others = sorted(
-            (i for n in self.up if n != node for i in self.intervals(n, lo, hi)), key=lambda i: i.start
-        )
+        others = sorted((i for n in self.up if n != node for i in self.intervals(n, lo, hi)), key=lambda i: i.start)
         out: list[Interval] = []
         for iv in self.intervals(node, lo, hi):
             cur = iv.start
@@ -256,9 +254,7 @@ class Timeline:
         """Intervals where no service answered."""
         return self._where(self.start if t0 is None else t0, self.end if t1 is None else t1, lambda c: c == 0)
 
-    def states(
-        self, node: str, t0: float = float("-inf"), t1: float = float("inf")
-    ) -> list[tuple[float, str | None]]:
+    def states(self, node: str, t0: float = float("-inf"), t1: float = float("inf")) -> list[tuple[float, str | None]]:
         """State changes seen in ``/status`` (first sample of each new state)."""
         out: list[tuple[float, str | None]] = []
         for s in self.status.get(node, []):

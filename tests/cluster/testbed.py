@@ -105,9 +105,7 @@ def netem_supported() -> bool:
     return _netem
 
 
-def _run(
-    argv: Sequence[str], *, check: bool = True, timeout: float = 20.0
-) -> subprocess.CompletedProcess[str]:
+def _run(argv: Sequence[str], *, check: bool = True, timeout: float = 20.0) -> subprocess.CompletedProcess[str]:
     proc = subprocess.run(list(argv), capture_output=True, text=True, timeout=timeout, check=False)
     if check and proc.returncode != 0:
         raise TestbedError(f"{' '.join(argv)} -> {proc.returncode}: {proc.stderr.strip()}")
@@ -413,9 +411,7 @@ class Node:
             raise ValueError("netem needs at least one impairment")
         if netem_supported():
             for ns, dev in self._dirs(direction):
-                _run(
-                    ["ip", "netns", "exec", ns, "tc", "qdisc", "replace", "dev", dev, "root", "netem", *spec]
-                )
+                _run(["ip", "netns", "exec", ns, "tc", "qdisc", "replace", "dev", dev, "root", "netem", *spec])
             return "netem"
         if delay_ms is not None or reorder is not None:
             raise NetemUnavailable("this kernel has no sch_netem: delay/reorder cannot be emulated")
@@ -602,9 +598,7 @@ class Testbed:
 
     __test__ = False  # not a pytest test class
 
-    def __init__(
-        self, n: int = 2, *, subnet: str = SUBNET, workdir: str | os.PathLike[str] | None = None
-    ) -> None:
+    def __init__(self, n: int = 2, *, subnet: str = SUBNET, workdir: str | os.PathLike[str] | None = None) -> None:
         if not 2 <= n <= 5:
             raise ValueError("a testbed has 2 to 5 nodes")
         k = next(_counter)
@@ -668,9 +662,7 @@ class Testbed:
         _run([*sw, "link", "set", "br0", "up"])
         for node in self.nodes:
             _run(["ip", "netns", "add", node.ns])
-            _run(
-                [*sw, "link", "add", node.sw_port, "type", "veth", "peer", "name", node.dev, "netns", node.ns]
-            )
+            _run([*sw, "link", "add", node.sw_port, "type", "veth", "peer", "name", node.dev, "netns", node.ns])
             _run([*sw, "link", "set", node.sw_port, "master", "br0"])
             _run([*sw, "link", "set", node.sw_port, "up"])
             nn = ["ip", "-n", node.ns]

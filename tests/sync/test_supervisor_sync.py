@@ -1,0 +1,103 @@
+"""Two supervisors with [[sync]]: the standby follows, and failback pulls edits first."""
+
+from __future__ import annotations
+
+import socket
+from pathlib import Path
+
+import anyio
+import pytest
+
+from hasup import State
+from hasup.config import parse_config
+from hasup.supervisor import Supervisor
+from hasup.testing import MemoryStateFile, MockBackend
+from tests.supervisor.helpers import config_text
+
+pytestmark = pytest.mark.anyio
+
+
+@pytest.fixture
+def anyio_backend() -> str:
+    return "asyncio"
+
+
+def free_port() -> int:
+    # the same port must be free on 127.0.0.1 and 127.0.0.2 (TCP and UDP)
+    for _ in range(50):
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            port = int(s.getsockname()[1])
+        try:
+            for host in ("127.0.0.1", "127.0.0.2"):
+                for kind in (socket.SOCK_STREAM, socket.SOCK_DGRAM):
+                    with socket.socket(socket.AF_INET, kind) as t:
+                        t.bind((host, port))
+        except OSError:
+            continue
+        return port
+    raise RuntimeError("no common free port")
+
+
+async def wait_for(predicate, limit: float = 20.0) -> None:  # type: ignore[no-untyped-def]
+    with anyio.fail_after(limit):
+        while not predicate():  # noqa: ASYNC110 - polls files written by another task
+            await anyio.sleep(0.02)
+
+
+async def test_standby_follows_and_failback_pulls_edits_first(tmp_path: Path) -> None:
+    udp, sync = free_port(), free_port()
+    data = {n: tmp_path / f"data-{n}" for n in ("a", "b")}
+    for d in data.values():
+        d.mkdir()
+    (data["a"] / "tags.json").write_text('{"v": 1}')
+
+    def cfg(name: str, prio: int, me: str, peer: str, d: Path) -> str:
+        return config_text(
+            name, prio, f"{me}:{udp}", [f"{peer}:{udp}"], advert="100ms", state_dir=str(tmp_path / f"state-{name}")
+        ) + f'\n[[sync]]\npath = "{d}"\nlisten = "{me}:{sync}"\ninterval = "1s"\n'
+
+    cfg_a = parse_config(cfg("edge-a", 100, "127.0.0.1", "127.0.0.2", data["a"]))
+    cfg_b = parse_config(cfg("edge-b", 90, "127.0.0.2", "127.0.0.1", data["b"]))
+    assert cfg_a.core_config().takeover_needs_sync
+    ba, bb = MockBackend(start_time=0.01, stop_time=0.01), MockBackend(start_time=0.01, stop_time=0.01)
+    state_a = MemoryStateFile()
+    async with anyio.create_task_group() as tg:
+        scope = anyio.CancelScope()
+
+        async def run_a(sup: Supervisor, *, task_status: anyio.abc.TaskStatus[None]) -> None:
+            with scope:
+                await sup.run(task_status=task_status)
+
+        a = Supervisor(cfg_a, backend=ba, state_file=state_a)
+        b = Supervisor(cfg_b, backend=bb, state_file=MemoryStateFile())
+        await tg.start(run_a, a)
+        await tg.start(b.run)
+        with anyio.fail_after(20):
+            await a.wait_state(State.MASTER)
+            await b.wait_state(State.BACKUP)
+        # the standby follows the master's directory
+        await wait_for(lambda: (data["b"] / "tags.json").exists())
+        assert (data["b"] / "tags.json").read_text() == '{"v": 1}'
+        # node loss: b serves, and edits its copy while serving
+        scope.cancel()
+        ba.running = False
+        with anyio.fail_after(20):
+            await b.wait_state(State.MASTER)
+        before = b.snapshot()["sync"][0]["generation"]
+        (data["b"] / "tags.json").write_text('{"v": 2, "edited on": "edge-b"}')
+        # the serving node publishes the edit as a new generation (file watching)
+        await wait_for(lambda: b.snapshot()["sync"][0]["generation"] > before)
+        # a returns: before taking the service back it pulls b's data
+        scope = anyio.CancelScope()
+        a2 = Supervisor(cfg_a, backend=ba, state_file=state_a)
+        await tg.start(run_a, a2)
+        with anyio.fail_after(30):
+            await a2.wait_state(State.MASTER)
+        assert (data["a"] / "tags.json").read_text() == '{"v": 2, "edited on": "edge-b"}'
+        assert not (ba.running and bb.running)
+        status = a2.snapshot()["sync"][0]
+        assert status["conflicts"] == 0
+        await a2.shutdown()
+        await b.shutdown()
+        tg.cancel_scope.cancel()
