@@ -203,8 +203,8 @@ def _nodeloss_failback(
     impl: Any, obs: Observer, res: ImplResult, scenarios: Sequence[str], rng: random.Random, a: Node, b: Node
 ) -> None:
     ensure_steady(impl, obs)
+    obs.clear()  # the timeline keeps the 0-1 s before the fault as context
     time.sleep(rng.uniform(0, 1))
-    obs.clear()
     impl.kill_node(a, before=lambda: obs.mark("kill"))
     t_kill = obs.timeline().mark_time("kill")
     obs.wait(lambda: b.name in obs.serving(), timeout=40, what=f"{b.name} serving after node loss")
@@ -234,8 +234,8 @@ def _nodeloss_failback(
 
 def _crash(impl: Any, obs: Observer, res: ImplResult, rng: random.Random, a: Node) -> None:
     ensure_steady(impl, obs)
+    obs.clear()  # the timeline keeps the 0-1 s before the fault as context
     time.sleep(rng.uniform(0, 1))
-    obs.clear()
     if not impl.kill_service(a, before=lambda: obs.mark("kill")):
         raise RuntimeError("no service process found to kill")
     t_kill = obs.timeline().mark_time("kill")

@@ -320,6 +320,37 @@ def cmd_forget_peer(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_sync(args: argparse.Namespace) -> int:
+    import httpx
+
+    if args.action == "now":
+        code, doc = _control(args, "sync-now", {})
+        if code != 200:
+            return _fail(f"sync refused: {doc.get('error', doc)}", 1)
+        print("sync done: generation " + ", ".join(str(g) for g in doc["generations"]))
+        return 0
+    url = _status_url(args)
+    try:
+        status = httpx.get(f"{url}/status", timeout=3.0).json()
+    except httpx.HTTPError as exc:
+        return _fail(f"cannot reach {url}/status: {exc}", 1)
+    entries = status.get("sync")
+    if not entries:
+        print("no [[sync]] configured")
+        return 0
+    if args.json:
+        print(json.dumps(entries, indent=2))
+        return 0
+    for e in entries:
+        peer = "-" if e["peer_generation"] is None else e["peer_generation"]
+        state = "in sync" if e["in_sync"] else "BEHIND"
+        print(
+            f"{e['path']}: {e['role']}, generation {e['generation']} (peer {peer}), {state}, "
+            f"conflicts {e['conflicts']}" + (f", last error: {e['last_error']}" if e["last_error"] else "")
+        )
+    return 0
+
+
 def cmd_confirm_stopped(args: argparse.Namespace) -> int:
     code, doc = _control(args, "confirm-stopped", {})
     if code != 200:
@@ -406,6 +437,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-c", "--config", required=True)
     p.add_argument("--url", help=argparse.SUPPRESS)
     p.set_defaults(func=cmd_forget_peer)
+
+    p = sub.add_parser("sync", help="data sync: `status` (generations, lag, conflicts) or `now`")
+    p.add_argument("action", choices=["status", "now"])
+    p.add_argument("-c", "--config", required=True)
+    p.add_argument("--url", help=argparse.SUPPRESS)
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_sync)
 
     p = sub.add_parser("keygen", help="create a group key file (mode 0600)")
     p.add_argument("file")

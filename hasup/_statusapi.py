@@ -58,6 +58,8 @@ class StatusAPI:
             elif command == "forget-peer":
                 await self._sup.forget_peer(str(args.get("peer", "")))
                 result = {"ok": True}
+            elif command == "sync-now":
+                result = {"ok": True, "generations": await self._sup.sync_now()}
             elif command == "confirm-stopped":
                 await self._sup.confirm_stopped()
                 result = {"ok": True}

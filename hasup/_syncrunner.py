@@ -85,6 +85,22 @@ class SyncRunner:
         for slot in self.slots:
             await slot.done.wait()
 
+    async def sync_now(self) -> list[int]:
+        """Publish a fresh snapshot (holder) or pull one from the holder (standby)."""
+        node = self._sup.node
+        generations = []
+        holder = self._holder()
+        for slot in self.slots:
+            if node.holder:
+                generation = await slot.engine.snapshot_now()
+            elif holder is not None and slot.role != "serve":
+                with anyio.fail_after(slot.engine.settings.pull_timeout):
+                    generation = await slot.engine.pull((holder[1], slot.port))
+            else:
+                raise ValueError("no live holder to pull from")
+            generations.append(generation.number)
+        return generations
+
     def status(self) -> list[dict[str, Any]]:
         out = []
         for slot in self.slots:

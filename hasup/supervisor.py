@@ -218,6 +218,17 @@ class Supervisor:
             self.node.forget_peer(name, anyio.current_time())
             await self._flush()
 
+    async def sync_now(self) -> list[int]:
+        """``hasup sync now``: publish (holder) or pull (standby) every ``[[sync]]`` now."""
+        if self._sync is None:
+            raise ValueError("no [[sync]] is configured")
+        try:
+            return await self._sync.sync_now()
+        except TimeoutError:
+            raise ValueError("the pull did not finish within pull_timeout") from None
+        except HasupError as exc:
+            raise ValueError(str(exc)) from exc
+
     async def confirm_stopped(self) -> None:
         async with self._lock:
             self.node.confirm_stopped(anyio.current_time())

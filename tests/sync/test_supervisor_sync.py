@@ -98,6 +98,8 @@ async def test_standby_follows_and_failback_pulls_edits_first(tmp_path: Path) ->
         assert not (ba.running and bb.running)
         status = a2.snapshot()["sync"][0]
         assert status["conflicts"] == 0
+        # `hasup sync now` on both roles
+        assert await a2.sync_now() and await b.sync_now()
         await a2.shutdown()
         await b.shutdown()
         tg.cancel_scope.cancel()
