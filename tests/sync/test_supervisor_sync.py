@@ -99,6 +99,7 @@ async def test_standby_follows_and_failback_pulls_edits_first(tmp_path: Path) ->
         status = a2.snapshot()["sync"][0]
         assert status["conflicts"] == 0
         # `hasup sync now` on both roles
+        await wait_for(lambda: b.snapshot()["sync"][0]["role"] == "follower" and b.snapshot()["sync"][0]["in_sync"])
         assert await a2.sync_now() and await b.sync_now()
         await a2.shutdown()
         await b.shutdown()
