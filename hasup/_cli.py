@@ -192,6 +192,13 @@ def cmd_check(args: argparse.Namespace) -> int:
             for p in config.probes
         ],
         "status": None if config.status.listen is None else format_address(*config.status.listen),
+        "sync": [
+            {"path": s.path, "listen": format_address(*s.listen), "exclude": list(s.exclude)}
+            for s in config.sync_settings()
+        ],
+        "coordinator": None
+        if config.coordinator is None
+        else {k: v for k, v in config.coordinator.items() if "password" not in k},
     }
     print(json.dumps(effective, indent=2, default=str))
     if args.offline:

@@ -177,15 +177,21 @@ class SyncRunner:
     def _note_peer_generations(self) -> None:
         from .sync.snapshot import Generation
 
-        for peer in self._sup.node.peers():
-            if peer.last is None or not peer.active or not peer.last.sync_generation:
-                continue
-            value = peer.last.sync_generation
-            for i, slot in enumerate(self.slots):
-                chunk = value[16 * i : 16 * i + 16]
+        node = self._sup.node
+        now = anyio.current_time()
+        # a standby compares itself with the holder; the holder with its most lagging peer
+        peers = [p for p in node.peers() if p.live(now) and p.last is not None and p.last.sync_generation]
+        if not node.holder:
+            peers = [p for p in peers if p.active]
+        for i, slot in enumerate(self.slots):
+            seen = []
+            for peer in peers:
+                assert peer.last is not None
+                chunk = peer.last.sync_generation[16 * i : 16 * i + 16]
                 if len(chunk) == 16:
-                    number, prefix = Generation.prefix_from_wire(chunk)
-                    slot.engine.note_peer_generation(Generation(number, prefix))
+                    seen.append(Generation(*Generation.prefix_from_wire(chunk)))
+            if seen:
+                slot.engine.note_peer_generation(min(seen, key=lambda g: g.number))
 
     async def _pull_before_takeover(self) -> None:
         sup = self._sup

@@ -226,7 +226,7 @@ class Supervisor:
             return await self._sync.sync_now()
         except TimeoutError:
             raise ValueError("the pull did not finish within pull_timeout") from None
-        except HasupError as exc:
+        except (HasupError, OSError) as exc:
             raise ValueError(str(exc)) from exc
 
     async def confirm_stopped(self) -> None:

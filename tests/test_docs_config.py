@@ -25,6 +25,8 @@ DOCS = [
     ROOT / "docs" / "security.md",
     ROOT / "docs" / "migrating-from-keepalived.md",
     ROOT / "docs" / "operations.md",
+    ROOT / "docs" / "sync.md",
+    ROOT / "docs" / "coordinator.md",
 ]
 FENCE = re.compile(r"^```toml\n(.*?)^```", re.MULTILINE | re.DOTALL)
 KEY_PATH = re.compile(r'(\b(?:key_file|file)\s*=\s*)"[^"]*"')
@@ -60,7 +62,7 @@ def key_file(tmp_path: Path) -> Path:
 def test_configuration_reference_has_complete_examples() -> None:
     names = {p.values[0].name for p in COMPLETE}  # type: ignore[union-attr]
     assert "configuration.md" in names
-    assert sum(1 for p in COMPLETE if p.values[0].name == "configuration.md") >= 3  # type: ignore[union-attr]
+    assert sum(p.values[0].name == "configuration.md" for p in COMPLETE) >= 3  # type: ignore[union-attr]
 
 
 @pytest.mark.parametrize(("path", "line", "block"), ALL)
@@ -80,6 +82,36 @@ def test_complete_examples_pass_parse_config(path: Path, line: int, block: str, 
     assert len(config.make_probes(backend)) == len(config.probes)
 
 
+METRIC = re.compile(r"\bhasup_[a-z_]+\b")
+
+
+def _metric_names() -> set[str]:
+    """Every series name ``hasup/_metrics.py`` can expose (with the client's suffixes)."""
+    source = (ROOT / "hasup" / "_metrics.py").read_text(encoding="utf-8")
+    names: set[str] = set()
+    for base in re.findall(r'"(hasup_[a-z_]+)"', source):
+        names |= {base} | {base + suffix for suffix in ("_total", "_created", "_bucket", "_sum", "_count")}
+    return names
+
+
+def test_documented_metric_names_exist() -> None:
+    known = _metric_names()
+    assert {"hasup_state", "hasup_events_total", "hasup_failover_seconds"} <= known
+    for path in [*sorted((ROOT / "docs").rglob("*.md")), ROOT / "README.md"]:
+        unknown = set(METRIC.findall(path.read_text(encoding="utf-8"))) - known
+        assert not unknown, f"{path.relative_to(ROOT)} names metrics that do not exist: {sorted(unknown)}"
+
+
+def test_cli_reference_covers_every_command() -> None:
+    from hasup._cli import build_parser
+
+    parser = build_parser()
+    sub = next(a for a in parser._actions if a.__class__.__name__ == "_SubParsersAction")
+    reference = (ROOT / "docs" / "cli.md").read_text(encoding="utf-8")
+    for name in sub.choices:  # type: ignore[union-attr]
+        assert f"`hasup {name}" in reference, f"docs/cli.md does not document `hasup {name}`"
+
+
 def test_documented_error_format_matches_code(tmp_path: Path) -> None:
     from hasup import ConfigError
 
@@ -91,9 +123,7 @@ def test_documented_error_format_matches_code(tmp_path: Path) -> None:
     assert "node.priority: must be between 1 and 254, got 300 (line 3)" in reference
 
 
-@pytest.mark.skipif(
-    importlib.util.find_spec("mkdocs") is None, reason="mkdocs is not installed (pip install mkdocs)"
-)
+@pytest.mark.skipif(importlib.util.find_spec("mkdocs") is None, reason="mkdocs is not installed (pip install mkdocs)")
 def test_docs_site_builds_strictly(tmp_path: Path) -> None:
     """Broken links, missing nav pages and bad anchors fail the build (``--strict``)."""
     result = subprocess.run(

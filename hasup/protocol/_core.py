@@ -317,7 +317,7 @@ class _NodeBase:
 
     def _claim(self, now: float, reason: str) -> None:
         if self.config.external_leader:
-            self._term = max(self._term, self._grant_token)  # the coordinator's fencing token
+            self._term = self._grant_token  # the coordinator's fencing token, as it is
         else:
             self._term = max(self._term, self._max_term_seen) + 1
         self._max_term_seen = self._term

@@ -292,6 +292,17 @@ class KeepalivedPair:
         """The recipe's initial state: master in MASTER, backup in BACKUP (serving is the observer's job)."""
         return self.states() == {self.master.name: "MASTER", self.backup.name: "BACKUP"}
 
+    def diagnostics(self, lines: int = 15) -> str:
+        """Notify logs and the tail of each keepalived log, for failure messages."""
+        out = []
+        for name, role in self.roles.items():
+            out.append(f"--- {name} notify: {self.notify_log(role.node)}")
+            proc = role.node.procs.get("keepalived")
+            if proc is not None:
+                with contextlib.suppress(OSError):
+                    out.extend(proc.log_path.read_text(errors="replace").splitlines()[-lines:])
+        return "\n".join(out)
+
     def service_pids(self, node: Node) -> list[int]:
         return node.listening_pids(SERVICE_PORT)
 

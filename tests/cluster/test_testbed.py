@@ -270,7 +270,10 @@ def test_keepalived_recipe_node_loss(ka_bed: Testbed) -> None:
     ka = KeepalivedPair(ka_bed, "recipe")
     with Observer(ka_bed) as obs:
         ka.start()
-        obs.wait(lambda: ka.steady() and obs.serving() == {a.name}, timeout=20, what="recipe steady state")
+        try:
+            obs.wait(lambda: ka.steady() and obs.serving() == {a.name}, timeout=30, what="recipe steady state")
+        except TimeoutError as exc:
+            pytest.fail(f"{exc}; serving {obs.serving()}\n{ka.diagnostics()}")
         assert len(ka.supervisor_pids(a)) == 2  # parent + VRRP child
         t_kill = obs.mark("kill")
         ka.kill_node(a)
