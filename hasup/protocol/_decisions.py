@@ -204,12 +204,14 @@ class _Decisions(_NodeBase):
             self._decide_preempt(live, blocking, now)
             return
         self._clear_takeover()
+        if not quorum or not healthy or self._maintenance or self.effective_priority == 0 or self._link_bad_at > -INF:
+            # Not able to claim (no majority, unhealthy, network not usable long enough):
+            # the rank stagger restarts from the moment we can, so that nodes regaining
+            # quorum together do not all claim at once.
+            self._vacant_since = None
+            return
         if self._vacant_since is None:
             self._vacant_since = now
-        if not quorum or not healthy or self._maintenance or self.effective_priority == 0:
-            return
-        if self._link_bad_at > -INF:
-            return  # network not usable long enough
         if self.holder and self._pending is None:
             self._claim(now, "service already running and no MASTER")
             return

@@ -294,3 +294,20 @@ def test_invariants(sc: Scenario) -> None:
 @given(scenarios())
 def test_invariants_many(sc: Scenario) -> None:
     run(sc)
+
+
+def test_nodes_regaining_quorum_together_do_not_both_claim() -> None:
+    """Found by test_invariants_many: with 2 of 4 nodes down, the survivors had no
+    majority; when a third came back, both survivors claimed at once because their
+    rank stagger had been counted from long before."""
+    c = NodeCluster([("a", 1), ("b", 2), ("c", 3), ("d", 4)], advert_interval=1.0)
+    c.start()
+    c.kill("b")
+    c.advance(0.5)
+    c.kill("a")
+    c.advance(7.5)
+    c.restart("a")
+    c.run_until_true(lambda: c.masters() == ["d"], timeout=20)
+    c.advance(10)
+    assert c.overlaps() == []
+    assert c.masters() == ["d"]
