@@ -51,6 +51,8 @@ __all__ = ["Supervisor", "SupervisorEvent"]
 
 log = logging.getLogger("hasup")
 
+_TIMER_SLACK = 0.0005
+
 
 @attrs.frozen
 class SupervisorEvent:
@@ -380,8 +382,10 @@ class Supervisor:
             async with self._lock:
                 now = anyio.current_time()
                 timer = node.get_timer()
-                if timer is not None and now >= timer:
-                    node.handle_timer(now)
+                # The event loop may wake a hair before the deadline (clock resolution):
+                # treat that as due instead of sleeping again for a millisecond.
+                if timer is not None and now >= timer - _TIMER_SLACK:
+                    node.handle_timer(max(now, timer))
                     await self._flush()
 
     async def _flush(self) -> None:
@@ -586,14 +590,44 @@ class Supervisor:
         coord = self.coordinator
         assert coord is not None
         poll = min(max(self.config.group.advert_interval / 2, 0.02), 0.5)
+        vacant_since: float | None = None
+
+        def may_campaign() -> bool:
+            # Rank is a preference, not a veto: a better-ranked peer whose heartbeats
+            # arrive but that cannot reach the coordinator (cut off from etcd) would
+            # otherwise keep every node from leading. When the key stays vacant for
+            # longer than the better-ranked candidates had to win it, campaign anyway
+            # (etcd still lets only one win), staggered by rank.
+            nonlocal vacant_since
+            now = anyio.current_time()
+            node = self.node
+            if coord.current_leader() is not None:
+                vacant_since = None
+            elif vacant_since is None:
+                vacant_since = now
+            if node.wants_leadership(now):
+                return True
+            if (
+                vacant_since is None
+                or node.state != State.BACKUP
+                or node.maintenance
+                or node.effective_priority == 0
+                or not self._tracked_up
+            ):
+                return False
+            me = (node.effective_priority, self.config.node.name)
+            better = sum(1 for p in node.peers() if p.live(now) and p.candidate() and p.rank > me)
+            grace = node.master_down_interval() + float(getattr(coord, "request_timeout", 1.0))
+            return now - vacant_since >= better * grace
+
         while True:
-            while not self.node.wants_leadership(anyio.current_time()):  # noqa: ASYNC110 - core state, polled
+            while not may_campaign():  # noqa: ASYNC110 - core state, polled
                 await anyio.sleep(poll)
             token: int | None = None
             async with anyio.create_task_group() as tg:
 
                 async def give_up_when_unwanted() -> None:
-                    while self.node.wants_leadership(anyio.current_time()):  # noqa: ASYNC110
+                    while may_campaign():  # noqa: ASYNC110
                         await anyio.sleep(poll)
                     tg.cancel_scope.cancel()
 
