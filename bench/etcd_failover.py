@@ -19,6 +19,7 @@ services every 10 ms; "dual" counts the samples in which both answered.
 from __future__ import annotations
 
 import argparse
+import inspect
 import json
 import os
 import random
@@ -39,6 +40,12 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 FIXTURES = ROOT / "tests" / "fixtures" / "etcd"
 ETCD_ARGS = "--heartbeat-interval=50 --election-timeout=500"
+sys.path.insert(0, str(ROOT))
+from hasup.backends.command import CommandBackend  # noqa: E402
+
+# kill -9 of hasup must take its service down with it (the node is "lost"): where the
+# command backend lets the program outlive hasup by default, ask for the hard binding.
+BIND = "bind_to_hasup = true" if "bind_to_hasup" in inspect.signature(CommandBackend.__init__).parameters else ""
 
 
 def free_ports(kind: int, count: int) -> list[int]:
@@ -84,7 +91,11 @@ class Etcd:
         try:
             result = subprocess.run(
                 ["bash", str(FIXTURES / "setup.sh"), str(self.root), "cluster", ",".join(map(str, self.ports))],
-                capture_output=True, text=True, timeout=300, env=env, check=False,
+                capture_output=True,
+                text=True,
+                timeout=300,
+                env=env,
+                check=False,
             )
             if result.returncode != 0:
                 raise RuntimeError(f"etcd setup failed: {(result.stderr or result.stdout)[-800:]}")
@@ -94,8 +105,12 @@ class Etcd:
         return self
 
     def __exit__(self, *exc: object) -> None:
-        subprocess.run(["bash", str(FIXTURES / "teardown.sh"), str(self.root), "--purge"],
-                       capture_output=True, timeout=60, check=False)
+        subprocess.run(
+            ["bash", str(FIXTURES / "teardown.sh"), str(self.root), "--purge"],
+            capture_output=True,
+            timeout=60,
+            check=False,
+        )
         shutil.rmtree(self.root, ignore_errors=True)
 
     def version(self) -> str:
@@ -104,8 +119,7 @@ class Etcd:
 
 
 class Node:
-    def __init__(self, tmp: Path, name: str, prio: int, udp: int, peer: int, advert: float,
-                 coordinator: str) -> None:
+    def __init__(self, tmp: Path, name: str, prio: int, udp: int, peer: int, advert: float, coordinator: str) -> None:
         self.name = name
         self.http, self.status = free_ports(socket.SOCK_STREAM, 2)
         www = tmp / f"www-{name}"
@@ -133,6 +147,7 @@ class Node:
                 run = ["{shutil.which("busybox")}", "httpd", "-f", "-p", "127.0.0.1:{self.http}", "-h", "{www}"]
                 ready_tcp = "127.0.0.1:{self.http}"
                 output = "discard"
+                {BIND}
                 [status]
                 listen = "127.0.0.1:{self.status}"
                 """
@@ -169,8 +184,10 @@ class Config:
         if self.ttl is None:
             return ""
         urls = ", ".join(f'"{e}"' for e in etcd.endpoints)
-        return (f'\n[coordinator]\ntype = "etcd"\nendpoints = [{urls}]\n'
-                f'prefix = "/hasup-bench/{uuid.uuid4().hex[:12]}"\nttl = "{self.ttl:g}s"\n')
+        return (
+            f'\n[coordinator]\ntype = "etcd"\nendpoints = [{urls}]\n'
+            f'prefix = "/hasup-bench/{uuid.uuid4().hex[:12]}"\nttl = "{self.ttl:g}s"\n'
+        )
 
 
 def one_round(tmp: Path, etcd: Etcd, cfg: Config, scenario: str) -> tuple[float, int]:
@@ -225,23 +242,33 @@ def main() -> int:
         print("busybox is needed (apt-get install busybox)", file=sys.stderr)
         return 2
     configs = [Config(f"etcd, TTL {float(t):g} s", args.etcd_advert, float(t)) for t in args.ttls.split(",") if t]
-    configs += [Config(f"heartbeats, advert {float(a) * 1000:g} ms", float(a), None)
-                for a in args.adverts.split(",") if a]
+    configs += [
+        Config(f"heartbeats, advert {float(a) * 1000:g} ms", float(a), None) for a in args.adverts.split(",") if a
+    ]
     scenarios = [s.strip() for s in args.scenarios.split(",")]
+
+    def on_sigterm(signum: int, frame: object) -> None:
+        raise KeyboardInterrupt  # unwind: stop the nodes, tear etcd down
+
+    signal.signal(signal.SIGTERM, on_sigterm)
     with tempfile.TemporaryDirectory(prefix="hasup-bench-") as d, Etcd() as etcd:
         tmp = Path(d)
-        subprocess.run([sys.executable, "-m", "hasup", "keygen", str(tmp / "key")], check=True,
-                       capture_output=True)
-        print(f"etcd {etcd.version()}, 3 members on loopback ({ETCD_ARGS}); service busybox httpd; "
-              f"{args.runs} runs per cell; seconds from the signal to the other node's service answering")
+        subprocess.run([sys.executable, "-m", "hasup", "keygen", str(tmp / "key")], check=True, capture_output=True)
+        print(
+            f"etcd {etcd.version()}, 3 members on loopback ({ETCD_ARGS}); service busybox httpd; "
+            f"{args.runs} runs per cell; seconds from the signal to the other node's service answering"
+        )
         print("| election | scenario | median | min | max | dual-active samples |")
         print("|---|---|---|---|---|---|")
         for cfg in configs:
             for scenario in scenarios:
                 results = [one_round(tmp, etcd, cfg, scenario) for _ in range(args.runs)]
                 values = [r[0] for r in results]
-                print(f"| {cfg.label} | {scenario} | {statistics.median(values):.3f} | {min(values):.3f} | "
-                      f"{max(values):.3f} | {sum(r[1] for r in results)} |", flush=True)
+                print(
+                    f"| {cfg.label} | {scenario} | {statistics.median(values):.3f} | {min(values):.3f} | "
+                    f"{max(values):.3f} | {sum(r[1] for r in results)} |",
+                    flush=True,
+                )
     return 0
 
 

@@ -127,7 +127,11 @@ class Config:
 
     def make_backend(self) -> ServiceBackend:
         source = Source(self.file, self.text)
-        section = Section(self.service, path="service", source=source)
+        table = self.service
+        if table.get("backend") == "command" and "run" in table and "pid_file" not in table:
+            # The managed program may outlive hasup: a restarted hasup adopts it by this file.
+            table = {**table, "pid_file": os.path.join(self.node.state_dir, "service.pid")}
+        section = Section(table, path="service", source=source)
         kind = section.get_str("backend")
         try:
             cls = load_backend_class(kind)

@@ -6,7 +6,10 @@ Two modes, chosen by the keys of ``[service]``:
   ``systemctl`` or init-script commands of an existing installation. ``status`` follows
   the LSB convention: exit 0 = running, 3 = stopped, anything else = failed.
 * **managed process** — ``run = [...]``: hasup spawns the program itself, in its own
-  session, and notices its exit the moment it happens (no polling).
+  session, and notices its exit the moment it happens (no polling). By default the
+  program outlives hasup: its pid is kept in ``pid_file`` and a restarted hasup adopts
+  it (ARCHITECTURE §2 rules 6 and 13). ``bind_to_hasup = true`` fences it instead: it
+  is SIGKILLed when hasup dies.
 
 Commands are argv lists executed without a shell: nothing in a configuration value is
 ever interpreted by ``/bin/sh`` (no quoting bugs, no injection through a file name).
@@ -19,13 +22,14 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import select
 import shutil
 import signal
 import subprocess
 import sys
 from collections.abc import AsyncGenerator, Mapping, Sequence
 from contextlib import aclosing
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar, TypeAlias
 
 import anyio
 import attrs
@@ -53,15 +57,17 @@ _DRAIN_AFTER_EXIT = 0.25
 _TAIL_BYTES = 8192
 _TAIL_LINES = 5
 
-# The managed process is started through this small shim so that it cannot outlive
-# hasup: the shim holds the read end of a pipe whose write end only hasup holds. When
+# With bind_to_hasup = true, the managed process is started through this small shim so
+# that it cannot outlive hasup: the shim holds the read end of a pipe whose write end only hasup holds. When
 # hasup dies (even by SIGKILL or OOM), the pipe reports EOF and the shim SIGKILLs the
 # whole process group, fencing the service before a peer takes over (ARCHITECTURE §2
-# rule 13: a crashed supervisor must not leave a second active copy behind).
+# rule 13's opt-in hard binding: a crashed supervisor never leaves a copy behind, at the
+# price of a blip on every restart of hasup).
 # PR_SET_PDEATHSIG is not enough: it fires when the *thread* that forked exits, and
 # trio spawns processes from worker threads.
 # The shim ignores SIGTERM (stop() signals the whole group; the shim waits for the
-# service) and exits with the service's status, re-raising a terminating signal.
+# service) and exits with the service's status, re-raising a terminating signal
+# (SIGKILL and SIGSTOP cannot be given a disposition: they are simply sent again).
 _SHIM = r"""
 import os, select, signal, sys
 fd, report = int(sys.argv[1]), int(sys.argv[2])
@@ -92,7 +98,8 @@ while True:
         break
 code = os.waitstatus_to_exitcode(status)
 if code < 0:
-    signal.signal(-code, signal.SIG_DFL)
+    if -code not in (signal.SIGKILL, signal.SIGSTOP):
+        signal.signal(-code, signal.SIG_DFL)
     os.kill(os.getpid(), -code)
     code = 128 - code
 os._exit(code)
@@ -171,6 +178,11 @@ class CommandBackend(ServiceBackend):
     given. ``status`` (commands mode) is optional but strongly recommended: without it
     hasup trusts the exit codes of ``start``/``stop`` and cannot notice a crash.
     Durations are seconds.
+
+    Managed mode: with ``bind_to_hasup=False`` (the default) the program outlives hasup;
+    give ``pid_file`` so that a restarted hasup adopts it (``Config.make_backend``
+    defaults it to ``<state_dir>/service.pid``). ``bind_to_hasup=True`` kills it with
+    hasup (fencing).
     """
 
     kind: ClassVar[str] = "command"
@@ -192,6 +204,8 @@ class CommandBackend(ServiceBackend):
         cwd: str | None = None,
         output: str = "inherit",
         start_grace: float = 0.05,
+        bind_to_hasup: bool = False,
+        pid_file: str | None = None,
     ) -> None:
         if run is not None:
             extra = [n for n, v in (("start", start), ("stop", stop), ("status", status), ("kill", kill)) if v]
@@ -199,8 +213,10 @@ class CommandBackend(ServiceBackend):
                 raise ValueError(f"run cannot be combined with {', '.join(extra)}")
         elif start is None or stop is None:
             raise ValueError("give either run, or both start and stop")
-        elif ready_tcp is not None:
-            raise ValueError("ready_tcp is only for run (managed process) mode")
+        else:
+            for name, value in (("ready_tcp", ready_tcp), ("bind_to_hasup", bind_to_hasup), ("pid_file", pid_file)):
+                if value:
+                    raise ValueError(f"{name} is only for run (managed process) mode")
         for name, argv in (
             ("run", run),
             ("start", start),
@@ -226,13 +242,16 @@ class CommandBackend(ServiceBackend):
         self.cwd = cwd
         self.output = output
         self.start_grace = start_grace
+        self.bind_to_hasup = bind_to_hasup
+        self.pid_file = pid_file
         # commands mode without a status command: what our own commands established.
         self._assumed = ServiceStatus.STOPPED
         # managed mode
-        self._process: Process | None = None
+        self._process: _Child | None = None
         self._fence_fd: int | None = None  # write end of the shim's lifeline pipe
         self._service_pid: int | None = None
         self._phase = "idle"  # idle | starting | running | stopping
+        self._adopt_checked = False  # the pid file is read once, by the first call
         # anyio primitives are created lazily: from_config may run outside an event loop.
         self._lock_obj: anyio.Lock | None = None
         self._changed: anyio.Event | None = None
@@ -244,6 +263,8 @@ class CommandBackend(ServiceBackend):
         run = section.get_argv("run", None)
         commands = {key: section.get_argv(key, None) for key in ("start", "stop", "status", "kill")}
         ready_tcp = section.get_str("ready_tcp", None)
+        bind_to_hasup = section.get_bool("bind_to_hasup", False)
+        pid_file = section.get_str("pid_file", None)
         if run is not None:
             for key, argv in commands.items():
                 if argv is not None:
@@ -260,6 +281,12 @@ class CommandBackend(ServiceBackend):
                     raise section.error(key, f"is required with {other} = [...]")
             if ready_tcp is not None:
                 raise section.error("ready_tcp", "is only for run = [...] (with start, use a status command)")
+            if bind_to_hasup:
+                raise section.error("bind_to_hasup", "is only for run = [...] (with start, bind the units instead)")
+            if pid_file is not None:
+                raise section.error("pid_file", "is only for run = [...]")
+        if pid_file is not None and not pid_file:
+            raise section.error("pid_file", "must not be empty")
         if ready_tcp is not None:
             try:
                 parse_address(ready_tcp)
@@ -286,6 +313,8 @@ class CommandBackend(ServiceBackend):
             env=env,
             cwd=cwd,
             output=section.get_str("output", "inherit", choices=("inherit", "discard")),
+            bind_to_hasup=bind_to_hasup,
+            pid_file=pid_file,
         )
         section.finish()
         return backend
@@ -311,6 +340,11 @@ class CommandBackend(ServiceBackend):
                 problems.append(f"{name} command not found or not executable: {argv[0]!r}")
         if self.cwd is not None and not await anyio.Path(self.cwd).is_dir():
             problems.append(f"cwd is not a directory: {self.cwd!r}")
+        if self.run_argv is not None and not self.bind_to_hasup and self.pid_file is None:
+            problems.append(
+                "run without bind_to_hasup and without pid_file: the program outlives hasup, "
+                "but a restarted hasup cannot find it and would start a second copy"
+            )
         if self.run_argv is None and self.status_argv is None:
             problems.append(
                 "no status command: hasup cannot notice that the service crashed nor confirm "
@@ -324,13 +358,14 @@ class CommandBackend(ServiceBackend):
         """Managed mode: the process group id of the running program (None otherwise).
 
         ``os.killpg(backend.pid, signal.SIGKILL)`` simulates a crash of the service.
+        Without ``bind_to_hasup`` it is also the program's own pid.
         """
         return self._process.pid if self._process is not None else None
 
     @property
     def service_pid(self) -> int | None:
-        """Managed mode: the pid of the program itself (the group leader is hasup's
-        small lifeline shim, see the module source)."""
+        """Managed mode: the pid of the program itself (with ``bind_to_hasup`` the group
+        leader is hasup's small lifeline shim, see the module source)."""
         return self._service_pid if self._process is not None else None
 
     async def start(self) -> None:
@@ -349,6 +384,7 @@ class CommandBackend(ServiceBackend):
 
     async def status(self) -> ServiceStatus:
         if self.run_argv is not None:
+            self._adopt()
             return self._managed_status()
         if self.status_argv is None:
             return self._assumed
@@ -364,6 +400,7 @@ class CommandBackend(ServiceBackend):
             return
         last: ServiceStatus | None = None
         while True:
+            self._adopt()
             changed = self._change_event()  # taken before reading, so no change is missed
             current = self._managed_status()
             if current is not last:
@@ -480,15 +517,16 @@ class CommandBackend(ServiceBackend):
             return ServiceStatus.STARTING
         if self._phase == "stopping":
             return ServiceStatus.STOPPING
-        if process.returncode is None:
+        if _alive(process):
             return ServiceStatus.RUNNING
         # It exited without being asked to: failed, and not yet confirmed stopped (what
         # it started may still run) until stop() has cleaned up its process group.
         return ServiceStatus.FAILED
 
     async def _start_managed(self, argv: tuple[str, ...]) -> None:
+        self._adopt()
         if self._process is not None:
-            if self._process.returncode is None and self._phase == "running":
+            if _alive(self._process) and self._phase == "running":
                 return  # already running: start is idempotent
             await self._stop_managed()  # clean up what a crashed run left behind
         program = shutil.which(argv[0], path=self._environment().get("PATH", os.defpath))
@@ -496,12 +534,23 @@ class CommandBackend(ServiceBackend):
             raise ServiceFailed(f"run: command not found or not executable: {argv[0]!r}")
         if self.cwd is not None and not await anyio.Path(self.cwd).is_dir():
             raise ServiceFailed(f"run: cwd is not a directory: {self.cwd!r}")
-        process, report_fd = await self._spawn(argv)
+        process: _Child
+        report_fd: int | None = None
+        if self.bind_to_hasup:
+            process, report_fd = await self._spawn(argv)
+        else:
+            process = self._spawn_free(argv)
         self._set_phase("starting")
         succeeded = False
         try:
             if report_fd is not None:
                 await self._wait_spawned(process, report_fd)
+            if isinstance(process, _FreeChild) and self.pid_file is not None:
+                try:
+                    await anyio.to_thread.run_sync(_write_pid_file, self.pid_file, process.pid, process.start_time)
+                except OSError as exc:
+                    # Without it a restarted hasup would start a second copy: refuse.
+                    raise ServiceFailed(f"run: cannot write the pid file {self.pid_file}: {exc}") from exc
             logger.info("started %s (pid %s)", _show(argv), self._service_pid or process.pid)
             await self._wait_ready(process)
             succeeded = True
@@ -514,6 +563,82 @@ class CommandBackend(ServiceBackend):
                     await self._wait_group_gone(process.pid, _KILL_GRACE)
                     await self._forget_process()
         self._set_phase("running")
+
+    def _spawn_free(self, argv: tuple[str, ...]) -> _FreeChild:
+        """Start the program itself, not bound to hasup: in its own session (it leads its
+        process group) and not through asyncio's or trio's process objects, which kill a
+        child they still own when they are closed or garbage-collected."""
+        stdio = None if self.output == "inherit" else subprocess.DEVNULL
+        try:
+            popen = subprocess.Popen(
+                list(argv),
+                stdin=subprocess.DEVNULL,
+                stdout=stdio,
+                stderr=stdio,
+                cwd=self.cwd,
+                env=self._environment(),
+                start_new_session=True,
+            )
+        except OSError as exc:
+            raise ServiceFailed(f"run: cannot start {_show(argv)}: {exc}") from exc
+        stat = _proc_stat(popen.pid)  # our unreaped child: /proc/PID cannot vanish yet
+        child = _FreeChild(
+            popen.pid,
+            stat.start_time if stat is not None else 0,
+            pidfd=_pidfd_open(popen.pid),
+            popen=popen,
+            poll_interval=self.poll_interval,
+        )
+        self._process = child
+        self._service_pid = popen.pid
+        return child
+
+    def _adopt(self) -> None:
+        """On the first look at the service, take over the program that a previous hasup
+        started and left running (its pid file), or remove a stale pid file."""
+        if self._adopt_checked or self.run_argv is None:
+            return
+        self._adopt_checked = True
+        if self.pid_file is None or self._process is not None:
+            return
+        recorded = _read_pid_file(self.pid_file)
+        if recorded is None:
+            return
+        pid, start_time = recorded
+        # Open the pidfd first, then check: if the stat still shows the recorded start
+        # time, the pidfd refers to that very process (a reused pid has another one).
+        pidfd = _pidfd_open(pid)
+        stat = _proc_stat(pid)
+        if stat is not None and stat.start_time == start_time and stat.state not in ("Z", "X"):
+            child = _FreeChild(pid, start_time, pidfd=pidfd, poll_interval=self.poll_interval)
+            self._process = child
+            self._service_pid = pid
+            self._set_phase("running")
+            logger.info(
+                "adopted %s (pid %d, from %s): it kept running while hasup was not",
+                _show(self.run_argv),
+                pid,
+                self.pid_file,
+            )
+            return
+        if pidfd is not None:
+            os.close(pidfd)
+        if (stat is None or stat.start_time == start_time) and _group_alive(pid):
+            # The program is gone but processes it started still run in its group (the
+            # pgid cannot have been reused while they do): failed, not confirmed stopped.
+            self._process = _FreeChild(pid, start_time, pidfd=None, poll_interval=self.poll_interval, dead=True)
+            self._service_pid = pid
+            self._set_phase("running")
+            logger.warning(
+                "%s (pid %d, from %s) has exited but its process group still runs: stop() will clean it up",
+                _show(self.run_argv),
+                pid,
+                self.pid_file,
+            )
+            return
+        why = "has exited" if stat is None or stat.start_time == start_time else "now is another process"
+        logger.info("removing the stale pid file %s: pid %d %s", self.pid_file, pid, why)
+        _remove_pid_file(self.pid_file)
 
     async def _spawn(self, argv: tuple[str, ...]) -> tuple[Process, int | None]:
         """Start the shim (or, without a Python executable, the program itself).
@@ -553,7 +678,7 @@ class CommandBackend(ServiceBackend):
             self._service_pid = self._process.pid
         return self._process, report_fd
 
-    async def _wait_spawned(self, process: Process, report_fd: int) -> None:
+    async def _wait_spawned(self, process: _Child, report_fd: int) -> None:
         """Wait for the shim to report the service's pid (so that the start grace
         period measures the service, not the shim's own start-up)."""
         os.set_blocking(report_fd, False)
@@ -571,7 +696,7 @@ class CommandBackend(ServiceBackend):
             raise ServiceFailed(f"run: could not start {_show(self.run_argv or ())} (exit status {process.returncode})")
         self._service_pid = int(data)
 
-    async def _wait_ready(self, process: Process) -> None:
+    async def _wait_ready(self, process: _Child) -> None:
         assert self.run_argv is not None
         name = _show(self.run_argv)
         if self.ready_tcp is None:
@@ -615,29 +740,35 @@ class CommandBackend(ServiceBackend):
             return  # never started, or already confirmed stopped
         pgid = process.pid
         self._set_phase("stopping")
-        _signal_group(pgid, signal.SIGTERM)
+        _signal_child_group(process, signal.SIGTERM)
         if not await self._wait_gone(process, self.stop_timeout):
             logger.warning(
                 "%s did not exit within %gs of SIGTERM: sending SIGKILL",
                 _show(self.run_argv or ()),
                 self.stop_timeout,
             )
-            _signal_group(pgid, signal.SIGKILL)
+            _signal_child_group(process, signal.SIGKILL)
             if not await self._wait_gone(process, _KILL_GRACE):
                 self._set_phase("running")  # still a holder: status reports what it sees
                 raise BackendError(
                     f"process group {pgid} is still alive {_KILL_GRACE:g}s after SIGKILL "
                     "(uninterruptible sleep?); the service is not confirmed stopped"
                 )
-        logger.info("stopped %s (exit status %s)", _show(self.run_argv or ()), process.returncode)
+        code = process.returncode
+        logger.info(
+            "stopped %s (%s)",
+            _show(self.run_argv or ()),
+            f"exit status {code}" if code is not None else "adopted: exit status unknown",
+        )
         await self._forget_process()
 
-    async def _wait_gone(self, process: Process, time_limit: float) -> bool:
-        """Wait until the process is reaped and its group is empty; False on timeout."""
+    async def _wait_gone(self, process: _Child, time_limit: float) -> bool:
+        """Wait until the process has exited (and, if it is our child, is reaped) and its
+        group is empty; False on timeout."""
         deadline = anyio.current_time() + time_limit
         with anyio.move_on_after(time_limit):
             await process.wait()
-        if process.returncode is None:
+        if _alive(process):
             return False
         return await self._wait_group_gone(process.pid, max(0.0, deadline - anyio.current_time()))
 
@@ -654,12 +785,14 @@ class CommandBackend(ServiceBackend):
         return True
 
     async def _forget_process(self) -> None:
-        """Drop the (reaped) managed process and its lifeline pipe."""
+        """Drop the (reaped) managed process, its lifeline pipe and its pid file."""
         process, self._process = self._process, None
         self._service_pid = None
         if self._fence_fd is not None:
             os.close(self._fence_fd)
             self._fence_fd = None
+        if isinstance(process, _FreeChild) and self.pid_file is not None:
+            _remove_pid_file(self.pid_file)
         self._set_phase("idle")
         if process is not None:
             with anyio.CancelScope(shield=True), anyio.move_on_after(_KILL_GRACE):
@@ -667,7 +800,7 @@ class CommandBackend(ServiceBackend):
 
     async def _wait_for_change(self, changed: anyio.Event) -> None:
         process = self._process
-        if process is None or process.returncode is not None:
+        if process is None or not _alive(process):
             await changed.wait()
             return
         async with anyio.create_task_group() as tg:
@@ -713,11 +846,188 @@ async def _collect(stream: ByteReceiveStream, tail: bytearray, done: anyio.Event
         done.set()
 
 
-async def _kill_and_reap(process: Process) -> None:
+class _FreeChild:
+    """A managed program that is not bound to hasup's life.
+
+    Either this hasup started it (``popen`` is set: we are its parent and reap it) or it
+    was adopted from the pid file of a previous hasup (someone else is its parent). Its
+    exit is an event on a pidfd (Linux >= 5.3) that works without being the parent;
+    without pidfd_open, /proc is polled every ``poll_interval`` (our own child: 50 ms).
+    """
+
+    def __init__(
+        self,
+        pid: int,
+        start_time: int,
+        *,
+        pidfd: int | None,
+        poll_interval: float,
+        popen: subprocess.Popen[bytes] | None = None,
+        dead: bool = False,
+    ) -> None:
+        self.pid = pid
+        self.start_time = start_time
+        self.pidfd = pidfd
+        self.popen = popen
+        self.poll_interval = poll_interval
+        self._dead = dead
+
+    @property
+    def returncode(self) -> int | None:
+        """The exit status once reaped; always None for an adopted process (unknowable)."""
+        return self.popen.returncode if self.popen is not None else None
+
+    @property
+    def exited(self) -> bool:
+        """True once the program has exited (our own child is reaped here)."""
+        if self._dead:
+            return True
+        if self.popen is not None:
+            self._dead = self.popen.poll() is not None
+        elif self.pidfd is not None:
+            self._dead = bool(select.select([self.pidfd], [], [], 0)[0])
+        else:
+            stat = _proc_stat(self.pid)
+            self._dead = stat is None or stat.state in ("Z", "X") or stat.start_time != self.start_time
+        return self._dead
+
+    async def wait(self) -> int | None:
+        while not self.exited:
+            if self.pidfd is None:
+                # No exit event without pidfd_open (Linux < 5.3): poll.
+                await anyio.sleep(self.poll_interval if self.popen is None else min(self.poll_interval, 0.05))
+                continue
+            # A private duplicate per waiter: watch() and stop() may wait at once, and
+            # one descriptor can have only one waiter.
+            fd = os.dup(self.pidfd)
+            try:
+                await anyio.wait_readable(fd)
+            finally:
+                anyio.notify_closing(fd)
+                os.close(fd)
+        return self.returncode
+
+    def kill(self) -> None:
+        if self.exited:
+            return
+        with contextlib.suppress(ProcessLookupError):
+            if self.pidfd is not None:
+                signal.pidfd_send_signal(self.pidfd, signal.SIGKILL)
+            else:
+                os.kill(self.pid, signal.SIGKILL)
+
+    async def aclose(self) -> None:
+        if self.pidfd is not None:
+            anyio.notify_closing(self.pidfd)
+            os.close(self.pidfd)
+            self.pidfd = None
+
+
+#: A managed program: the shim (bind_to_hasup) or the program itself.
+_Child: TypeAlias = Process | _FreeChild
+
+
+def _alive(process: _Child) -> bool:
+    if isinstance(process, _FreeChild):
+        return not process.exited
+    return process.returncode is None
+
+
+def _signal_child_group(process: _Child, signum: int) -> None:
+    """Signal the program's process group; a group whose leader has exited and that is
+    empty is left alone (its number may belong to someone else by now)."""
+    if isinstance(process, _FreeChild) and process.exited and not _group_alive(process.pid):
+        return
+    _signal_group(process.pid, signum)
+
+
+@attrs.frozen
+class _ProcStat:
+    state: str
+    pgid: int
+    start_time: int  # clock ticks after boot: with the pid, identifies one process
+
+
+def _proc_stat(pid: int) -> _ProcStat | None:
+    """Fields 3, 5 and 22 of /proc/PID/stat, or None if there is no such process."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            stat = f.read()
+    except OSError:
+        return None
+    # Fields after the command name (which may contain spaces and parentheses).
+    fields = stat[stat.rfind(b")") + 2 :].split()
+    try:
+        return _ProcStat(fields[0].decode(), int(fields[2]), int(fields[19]))
+    except (IndexError, ValueError):  # pragma: no cover - not Linux's format
+        return None
+
+
+def _pidfd_open(pid: int) -> int | None:
+    """A pidfd for ``pid`` (readable once it exits), or None: no such process, or no
+    pidfd_open (Linux < 5.3, seccomp)."""
+    try:
+        return os.pidfd_open(pid)
+    except (AttributeError, OSError):
+        return None
+
+
+def _read_pid_file(path: str) -> tuple[int, int] | None:
+    """(pid, start time) from a pid file, None if there is none. A malformed one is
+    removed (it is written atomically: only someone else can have garbled it)."""
+    try:
+        with open(path) as f:
+            text = f.read()
+    except FileNotFoundError:
+        return None
+    except OSError as exc:
+        logger.warning("cannot read the pid file %s: %s", path, exc)
+        return None
+    try:
+        pid_text, start_text = text.split()[:2]
+        pid, start_time = int(pid_text), int(start_text)
+        if pid <= 0:
+            raise ValueError(pid)
+    except ValueError:
+        logger.warning("removing the malformed pid file %s: %r", path, text[:100])
+        _remove_pid_file(path)
+        return None
+    return pid, start_time
+
+
+def _write_pid_file(path: str, pid: int, start_time: int) -> None:
+    """Write ``PID\nSTART_TIME\n`` atomically (temp file, fsync, rename, fsync dir)."""
+    directory = os.path.dirname(os.path.abspath(path))
+    os.makedirs(directory, mode=0o700, exist_ok=True)
+    tmp = os.path.join(directory, f".{os.path.basename(path)}.{os.getpid()}.tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+    try:
+        os.write(fd, f"{pid}\n{start_time}\n".encode())
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    os.replace(tmp, path)
+    dfd = os.open(directory, os.O_RDONLY)
+    try:
+        os.fsync(dfd)
+    finally:
+        os.close(dfd)
+
+
+def _remove_pid_file(path: str) -> None:
+    try:
+        os.unlink(path)
+    except FileNotFoundError:
+        pass
+    except OSError as exc:
+        logger.warning("cannot remove the pid file %s: %s", path, exc)
+
+
+async def _kill_and_reap(process: _Child) -> None:
     """SIGKILL the process and its group and wait for it, even when cancelled."""
     with anyio.CancelScope(shield=True):
-        _signal_group(process.pid, signal.SIGKILL)
-        if process.returncode is None:
+        _signal_child_group(process, signal.SIGKILL)
+        if _alive(process):
             with contextlib.suppress(ProcessLookupError):
                 process.kill()
         with anyio.move_on_after(_KILL_GRACE):

@@ -193,6 +193,21 @@ class _Decisions(_NodeBase):
             else:
                 self._clear_takeover()
             return
+        # Our service is running although we are BACKUP (adopted at start-up, started
+        # behind our back): with no MASTER around, claim it at once (claimers cannot start
+        # while we are ACTIVE, so waiting would deadlock); if we may not serve, stop it.
+        if (
+            self.holder
+            and self._pending is None
+            and self._service is ServiceStatus.RUNNING
+            and not any(p.state == State.MASTER and p.active for p in live)
+            and not any(p.state == State.RELEASING for p in live)
+        ):
+            if quorum and healthy and not self._maintenance and self.effective_priority > 0:
+                self._claim(now, "service already running and no MASTER")
+            else:
+                self._stop(now, "service running on a node that may not serve")
+            return
         # Release handshake: the holder named us.
         for peer in live:
             if peer.state == State.RELEASING and peer.last and peer.last.release_target == cfg.name:
@@ -212,9 +227,6 @@ class _Decisions(_NodeBase):
             return
         if self._vacant_since is None:
             self._vacant_since = now
-        if self.holder and self._pending is None:
-            self._claim(now, "service already running and no MASTER")
-            return
         me = (self.effective_priority, cfg.name)
         better = sum(1 for p in live if p.candidate() and p.rank > me)
         due = self._vacant_since + better * self.master_down_interval()

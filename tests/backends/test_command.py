@@ -22,6 +22,7 @@ from hasup._errors import BackendError, ConfigError, ServiceFailed
 from hasup._section import Section, Source
 from hasup.backends import load_backend_class
 from hasup.backends.command import CommandBackend
+from hasup.config import parse_config
 from hasup.protocol._enums import ServiceStatus
 
 from .._support import wait_until
@@ -58,6 +59,19 @@ async def read_pid(path: Path) -> int:
         while not (await file.exists() and (await file.read_text()).strip()):  # noqa: ASYNC110
             await anyio.sleep(0.01)
     return int(await file.read_text())
+
+
+def start_time(pid: int) -> int:
+    """Field 22 of /proc/PID/stat: with the pid, it names one process."""
+    with open(f"/proc/{pid}/stat", "rb") as f:
+        return int(f.read().rsplit(b")", 1)[1].split()[19])
+
+
+@pytest.fixture(params=[False, True], ids=["unbound", "bound"])
+def bind(request: pytest.FixtureRequest) -> bool:
+    """Managed-process tests that must hold with and without bind_to_hasup."""
+    value: bool = request.param
+    return value
 
 
 def fake_service(tmp: Path, **kwargs: object) -> CommandBackend:
@@ -271,6 +285,38 @@ def test_from_config_run() -> None:
     assert backend.run_argv == ("python3", "-m", "http.server", "8085")
     assert backend.ready_tcp == ("127.0.0.1", 8085)
     assert backend.describe() == "command: run python3 -m http.server 8085, ready when 127.0.0.1:8085 accepts"
+    assert backend.bind_to_hasup is False  # the service outlives hasup by default (rule 13)
+    assert backend.pid_file is None
+    bound = CommandBackend.from_config(section('run = ["x"]\nbind_to_hasup = true\npid_file = "/run/x.pid"'))
+    assert bound.bind_to_hasup is True
+    assert bound.pid_file == "/run/x.pid"
+
+
+CONFIG = """
+[node]
+name = "edge-a"
+priority = 100
+state_dir = "/var/lib/hasup-test"
+[group]
+id = 51
+listen = "127.0.0.1:5405"
+peers = ["127.0.0.2:5405"]
+key = "a-long-enough-shared-secret"
+[service]
+backend = "command"
+"""
+
+
+def test_make_backend_defaults_the_pid_file_to_the_state_dir() -> None:
+    backend = parse_config(CONFIG + 'run = ["x"]').make_backend()
+    assert isinstance(backend, CommandBackend)
+    assert backend.pid_file == "/var/lib/hasup-test/service.pid"
+    backend = parse_config(CONFIG + 'run = ["x"]\npid_file = "/run/x.pid"').make_backend()
+    assert isinstance(backend, CommandBackend)
+    assert backend.pid_file == "/run/x.pid"
+    backend = parse_config(CONFIG + 'start = ["x"]\nstop = ["y"]').make_backend()
+    assert isinstance(backend, CommandBackend)
+    assert backend.pid_file is None
 
 
 @pytest.mark.parametrize(
@@ -292,6 +338,9 @@ def test_from_config_run() -> None:
         ('run = ["x"]\noutput = "syslog"', "service.output: must be one of"),
         ('run = ["x"]\nstart_tiemout = "5s"', "service.start_tiemout: unknown key"),
         ("run = []", "service.run: expected a non-empty list"),
+        ('start = ["x"]\nstop = ["y"]\nbind_to_hasup = true', "service.bind_to_hasup: is only for run"),
+        ('start = ["x"]\nstop = ["y"]\npid_file = "/run/x.pid"', "service.pid_file: is only for run"),
+        ('run = ["x"]\nbind_to_hasup = "yes"', "service.bind_to_hasup: expected"),
     ],
 )
 def test_config_errors(toml: str, message: str) -> None:
@@ -337,8 +386,8 @@ async def test_run_http_server_ready_tcp(http_server_argv: tuple[list[str], int]
     await backend.stop()  # idempotent
 
 
-async def test_run_exits_immediately() -> None:
-    backend = CommandBackend(run=["sh", "-c", "exit 7"])
+async def test_run_exits_immediately(bind: bool) -> None:
+    backend = CommandBackend(run=["sh", "-c", "exit 7"], bind_to_hasup=bind)
     with anyio.fail_after(5), pytest.raises(ServiceFailed, match="exited with status 7 right after starting"):
         await backend.start()
     assert await backend.status() is ServiceStatus.STOPPED
@@ -360,12 +409,14 @@ async def test_run_exits_before_ready() -> None:
         await backend.start()
 
 
-async def test_run_never_ready_is_killed(tmp_path: Path) -> None:
+async def test_run_never_ready_is_killed(tmp_path: Path, bind: bool) -> None:
     pidfile = tmp_path / "pid"
     backend = CommandBackend(
         run=["sh", "-c", f"echo $$ > {pidfile}; exec sleep 30"],
         ready_tcp=f"127.0.0.1:{free_port()}",
         start_timeout=0.5,
+        bind_to_hasup=bind,
+        pid_file=str(tmp_path / "service.pid"),
     )
     with (
         anyio.fail_after(5),
@@ -375,12 +426,15 @@ async def test_run_never_ready_is_killed(tmp_path: Path) -> None:
     pid = await read_pid(pidfile)
     assert not alive(pid)
     assert await backend.status() is ServiceStatus.STOPPED
+    assert not (tmp_path / "service.pid").exists()
 
 
-async def test_watch_reports_crash_at_once(tmp_path: Path) -> None:
+async def test_watch_reports_crash_at_once(tmp_path: Path, bind: bool) -> None:
     pidfile = tmp_path / "pid"
     # poll_interval of an hour: a FAILED within the deadline proves watch() is event-driven.
-    backend = CommandBackend(run=["sh", "-c", f"echo $$ > {pidfile}; exec sleep 60"], poll_interval=3600)
+    backend = CommandBackend(
+        run=["sh", "-c", f"echo $$ > {pidfile}; exec sleep 60"], poll_interval=3600, bind_to_hasup=bind
+    )
     await backend.start()
     pid = await read_pid(pidfile)
     seen: list[ServiceStatus] = []
@@ -434,10 +488,10 @@ async def test_watch_follows_start_and_stop() -> None:
     assert ServiceStatus.FAILED not in seen  # a requested stop is not a failure
 
 
-async def test_stop_escalates_to_sigkill(tmp_path: Path) -> None:
+async def test_stop_escalates_to_sigkill(tmp_path: Path, bind: bool) -> None:
     pidfile = tmp_path / "pid"
     script = f"trap '' TERM; echo $$ > {pidfile}; while :; do sleep 0.05; done"
-    backend = CommandBackend(run=["sh", "-c", script], stop_timeout=0.3)
+    backend = CommandBackend(run=["sh", "-c", script], stop_timeout=0.3, bind_to_hasup=bind)
     await backend.start()
     pid = await read_pid(pidfile)
     begin = time.monotonic()
@@ -448,11 +502,11 @@ async def test_stop_escalates_to_sigkill(tmp_path: Path) -> None:
     assert await backend.status() is ServiceStatus.STOPPED
 
 
-async def test_stop_kills_the_whole_process_group(tmp_path: Path) -> None:
+async def test_stop_kills_the_whole_process_group(tmp_path: Path, bind: bool) -> None:
     pidfile = tmp_path / "pid"
     # The program's own child ignores SIGTERM and would outlive a kill of the leader alone.
     script = f"(trap '' TERM; exec sleep 60) & echo $! > {pidfile}; wait"
-    backend = CommandBackend(run=["sh", "-c", script], stop_timeout=0.3)
+    backend = CommandBackend(run=["sh", "-c", script], stop_timeout=0.3, bind_to_hasup=bind)
     await backend.start()
     child = await read_pid(pidfile)
     with anyio.fail_after(5):
@@ -460,10 +514,12 @@ async def test_stop_kills_the_whole_process_group(tmp_path: Path) -> None:
     assert not alive(child)
 
 
-async def test_cancelled_start_leaves_nothing_running(tmp_path: Path) -> None:
+async def test_cancelled_start_leaves_nothing_running(tmp_path: Path, bind: bool) -> None:
     pidfile = tmp_path / "pid"
     backend = CommandBackend(
-        run=["sh", "-c", f"echo $$ > {pidfile}; exec sleep 30"], ready_tcp=f"127.0.0.1:{free_port()}"
+        run=["sh", "-c", f"echo $$ > {pidfile}; exec sleep 30"],
+        ready_tcp=f"127.0.0.1:{free_port()}",
+        bind_to_hasup=bind,
     )
     with anyio.move_on_after(0.5):
         await backend.start()
@@ -477,20 +533,26 @@ import sys, anyio
 from hasup.backends.command import CommandBackend
 
 async def main():
-    backend = CommandBackend(run=["sh", "-c", "echo $$ > " + sys.argv[1] + "; exec sleep 60"])
+    backend = CommandBackend(
+        run=["sh", "-c", "echo $$ > " + sys.argv[1] + "; exec sleep 60"],
+        bind_to_hasup=sys.argv[2] == "bound",
+        pid_file=sys.argv[3],
+    )
     await backend.start()
     print("started", flush=True)
     await anyio.sleep_forever()
 
-anyio.run(main)
+anyio.run(main, backend=sys.argv[4])
 """
 
 
-async def test_service_dies_with_a_killed_supervisor(tmp_path: Path) -> None:
-    """kill -9 of hasup must not leave its managed service running beside a peer's."""
+async def kill9_supervisor(tmp_path: Path, mode: str, anyio_backend: str) -> int:
+    """Run a supervisor process that starts a service, kill -9 it; the service's pid."""
     pidfile = tmp_path / "pid"
     supervisor = await anyio.open_process(
-        [sys.executable, "-c", _SUPERVISOR, str(pidfile)], stdin=subprocess.DEVNULL, stderr=None
+        [sys.executable, "-c", _SUPERVISOR, str(pidfile), mode, str(tmp_path / "service.pid"), anyio_backend],
+        stdin=subprocess.DEVNULL,
+        stderr=None,
     )
     async with supervisor:
         try:
@@ -503,4 +565,184 @@ async def test_service_dies_with_a_killed_supervisor(tmp_path: Path) -> None:
         finally:
             supervisor.kill()
             await supervisor.wait()
-        wait_until(lambda: not alive(pid), timeout=5, what="the orphaned service to be killed")
+    return pid
+
+
+async def test_bound_service_dies_with_a_killed_supervisor(tmp_path: Path, anyio_backend: str) -> None:
+    """bind_to_hasup = true (fencing): kill -9 of hasup takes its managed service with it."""
+    pid = await kill9_supervisor(tmp_path, "bound", anyio_backend)
+    wait_until(lambda: not alive(pid), timeout=5, what="the orphaned service to be killed")
+
+
+async def test_unbound_service_survives_a_killed_supervisor_and_is_adopted(
+    tmp_path: Path, anyio_backend: str
+) -> None:
+    """The default: kill -9 of hasup leaves the service running; the next hasup adopts it."""
+    pid = await kill9_supervisor(tmp_path, "unbound", anyio_backend)
+    try:
+        assert alive(pid)
+        assert (tmp_path / "service.pid").read_text().split() == [str(pid), str(start_time(pid))]
+        backend = CommandBackend(run=["sleep", "60"], pid_file=str(tmp_path / "service.pid"))
+        assert await backend.status() is ServiceStatus.RUNNING
+        assert backend.pid == pid
+        await backend.start()  # idempotent: no second copy
+        assert backend.pid == pid
+        with anyio.fail_after(5):
+            await backend.stop()
+        assert not alive(pid)
+        assert not (tmp_path / "service.pid").exists()
+        assert await backend.status() is ServiceStatus.STOPPED
+    finally:
+        if alive(pid):
+            os.kill(pid, signal.SIGKILL)
+
+
+async def test_adopts_the_service_of_a_previous_backend(tmp_path: Path) -> None:
+    """A new backend (hasup restarted) adopts the running program, sees its crash at once
+    through a pidfd although it is not its parent, and cleans up after it."""
+    pid_file = tmp_path / "service.pid"
+    script = "(trap '' TERM; exec sleep 60) & echo $! > child; exec sleep 60"
+    first = CommandBackend(run=["sh", "-c", script], pid_file=str(pid_file), cwd=str(tmp_path))
+    await first.start()
+    pid = first.service_pid
+    assert pid is not None and first.pid == pid  # no shim: the program leads its own group
+    assert os.getpgid(pid) == pid and os.getsid(pid) == pid
+    child = await read_pid(tmp_path / "child")
+    assert pid_file.read_text().split() == [str(pid), str(start_time(pid))]
+    # `first` is dropped without stop(), as a crashed hasup would; it stays referenced
+    # (so nothing of it is collected) but is never used again.
+    second = CommandBackend(run=["sh", "-c", script], pid_file=str(pid_file), poll_interval=3600)
+    try:
+        assert await second.status() is ServiceStatus.RUNNING
+        assert second.pid == pid and second.service_pid == pid
+        seen: list[tuple[ServiceStatus, float]] = []
+        with anyio.fail_after(5):
+            async with aclosing(second.watch()) as statuses:
+                killed = 0.0
+                async for status in statuses:
+                    seen.append((status, anyio.current_time()))
+                    if status is ServiceStatus.RUNNING:
+                        killed = anyio.current_time()
+                        os.kill(pid, signal.SIGKILL)  # the service crashes
+                    elif status is ServiceStatus.FAILED:
+                        break
+        assert [s for s, _ in seen] == [ServiceStatus.RUNNING, ServiceStatus.FAILED]
+        assert seen[1][1] - killed < 0.1  # an event (pidfd), not a poll (poll_interval is 1 h)
+        # the program is gone but its child still runs in the group: not confirmed stopped
+        assert alive(child)
+        assert await second.status() is ServiceStatus.FAILED
+        with anyio.fail_after(5):
+            await second.stop()  # signals the whole group
+        assert not alive(child)
+        assert await second.status() is ServiceStatus.STOPPED
+        assert not pid_file.exists()
+    finally:
+        for p in (pid, child):
+            if alive(p):
+                os.kill(p, signal.SIGKILL)
+    assert first.pid == pid  # kept alive until here
+
+
+async def test_adopted_service_is_stopped_with_sigterm_then_sigkill(tmp_path: Path) -> None:
+    pid_file = tmp_path / "service.pid"
+    first = CommandBackend(run=["sh", "-c", "trap '' TERM; while :; do sleep 0.05; done"], pid_file=str(pid_file))
+    await first.start()
+    pid = first.service_pid
+    assert pid is not None
+    second = CommandBackend(run=["true"], pid_file=str(pid_file), stop_timeout=0.3)
+    try:
+        assert await second.status() is ServiceStatus.RUNNING
+        begin = time.monotonic()
+        with anyio.fail_after(5):
+            await second.stop()
+        assert time.monotonic() - begin >= 0.3  # SIGTERM first, ignored, then SIGKILL
+        assert not alive(pid)
+        assert not pid_file.exists()
+        assert await second.status() is ServiceStatus.STOPPED
+    finally:
+        if alive(pid):
+            os.kill(pid, signal.SIGKILL)
+    assert first.pid == pid
+
+
+async def test_stale_pid_file_is_removed(tmp_path: Path) -> None:
+    done = subprocess.run(["sh", "-c", "echo $$"], capture_output=True, text=True, check=True)
+    gone = int(done.stdout)  # a pid that has exited (and been reaped)
+    pid_file = tmp_path / "service.pid"
+    pid_file.write_text(f"{gone}\n12345\n")
+    backend = CommandBackend(run=["sleep", "60"], pid_file=str(pid_file))
+    assert await backend.status() is ServiceStatus.STOPPED
+    assert not pid_file.exists()
+    assert backend.pid is None
+    # garbage is removed too
+    pid_file.write_text("not a pid\n")
+    backend = CommandBackend(run=["sleep", "60"], pid_file=str(pid_file))
+    assert await backend.status() is ServiceStatus.STOPPED
+    assert not pid_file.exists()
+
+
+async def test_pid_reuse_is_not_adopted(tmp_path: Path) -> None:
+    """A live process with the recorded pid but another start time is someone else."""
+    other = subprocess.Popen(["sleep", "60"], start_new_session=True)
+    try:
+        pid_file = tmp_path / "service.pid"
+        pid_file.write_text(f"{other.pid}\n{start_time(other.pid) + 1}\n")
+        backend = CommandBackend(run=["sleep", "60"], pid_file=str(pid_file))
+        assert await backend.status() is ServiceStatus.STOPPED
+        assert not pid_file.exists()
+        assert backend.pid is None
+        with anyio.fail_after(5):
+            await backend.stop()  # nothing to stop: the other process is left alone
+        assert other.poll() is None
+    finally:
+        other.kill()
+        other.wait()
+
+
+async def test_pid_file_follows_the_service(tmp_path: Path) -> None:
+    pid_file = tmp_path / "state" / "service.pid"  # the directory is created
+    backend = CommandBackend(run=["sleep", "60"], pid_file=str(pid_file))
+    await backend.start()
+    pid = backend.pid
+    assert pid is not None
+    assert pid_file.read_text() == f"{pid}\n{start_time(pid)}\n"
+    with anyio.fail_after(5):
+        await backend.stop()
+    assert not pid_file.exists()
+    # a failed start leaves no pid file behind
+    failing = CommandBackend(run=["sh", "-c", "exit 3"], pid_file=str(pid_file))
+    with pytest.raises(ServiceFailed):
+        await failing.start()
+    assert not pid_file.exists()
+    # bind_to_hasup = true does not need it: the service cannot outlive hasup
+    bound = CommandBackend(run=["sleep", "60"], pid_file=str(pid_file), bind_to_hasup=True)
+    await bound.start()
+    assert not pid_file.exists()
+    with anyio.fail_after(5):
+        await bound.stop()
+
+
+async def test_bound_shim_reports_a_sigkill(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """kill -9 of the bound program: the shim exits by SIGKILL too (it used to crash on
+    signal.signal(SIGKILL, SIG_DFL) and exit with status 1)."""
+    caplog.set_level("INFO", logger="hasup.backends.command")
+    backend = CommandBackend(run=["sleep", "60"], bind_to_hasup=True, poll_interval=3600)
+    await backend.start()
+    assert backend.service_pid is not None and backend.service_pid != backend.pid  # the shim leads
+    with anyio.fail_after(5):
+        async with aclosing(backend.watch()) as statuses:
+            async for status in statuses:
+                if status is ServiceStatus.RUNNING:
+                    os.kill(backend.service_pid, signal.SIGKILL)
+                elif status is ServiceStatus.FAILED:
+                    break
+        await backend.stop()
+    assert "exit status -9" in caplog.text
+    assert "Traceback" not in caplog.text
+
+
+async def test_check_warns_about_unbound_run_without_pid_file() -> None:
+    problems = await CommandBackend(run=["sleep", "1"]).check()
+    assert any("without pid_file" in p for p in problems)
+    assert await CommandBackend(run=["sleep", "1"], pid_file="/tmp/x.pid").check() == []
+    assert await CommandBackend(run=["sleep", "1"], bind_to_hasup=True).check() == []

@@ -308,3 +308,21 @@ def test_nodes_regaining_quorum_together_do_not_both_claim() -> None:
         steps=((0.0, ("kill", 1)), (0.5, ("kill", 0)), (8.0, ("restart", 0))),
     )
     Runner(sc).run()  # raises on any overlap outside disturbance windows
+
+
+def test_backup_holding_a_running_service_does_not_deadlock_a_claimer() -> None:
+    """Found by test_invariants_many: a restarted node whose service still ran sat in
+    BACKUP as a holder while its peer waited in CLAIMING for it to become INACTIVE."""
+    sc = Scenario(
+        priorities=(34, 33),
+        advert=1.0,
+        seed=4,
+        steps=(
+            (3.0, ("heal",)),
+            (2.0, ("probe_svc", 1)),
+            (0.0, ("restart", 1)),
+            (0.5, ("probe_svc", 0)),
+            (0.0, ("crash", 0)),
+        ),
+    )
+    Runner(sc).run()
