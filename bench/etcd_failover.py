@@ -171,9 +171,19 @@ class Node:
             return ""
 
     def kill(self) -> None:
+        """SIGKILL (a scenario's node loss)."""
         if self.proc and self.proc.poll() is None:
             self.proc.kill()
             self.proc.wait()
+
+    def stop(self) -> None:
+        """Clean-up: SIGTERM (hasup stops its service, whatever the binding), then SIGKILL."""
+        if self.proc and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(10)
+            except subprocess.TimeoutExpired:
+                self.kill()
 
 
 class Config:
@@ -226,8 +236,8 @@ def one_round(tmp: Path, etcd: Etcd, cfg: Config, scenario: str) -> tuple[float,
         stop.set()
         if sampler.is_alive():
             sampler.join(5)
-        a.kill()
-        b.kill()
+        a.stop()
+        b.stop()
 
 
 def main() -> int:

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import random
 import shutil
 import signal
 import socket
@@ -139,11 +140,14 @@ def one_round(tmp: Path, advert: float, scenario: str) -> float:
         a.start()
         b.start()
         steady(a, b)
-        time.sleep(advert * 2 + 0.05 * (hash(time.time()) % 10) / 10)  # random advert phase
+        time.sleep(advert * (2 + random.random()))  # a random phase of the advert cycle
         assert a.proc is not None
         t0 = time.monotonic()
         if scenario == "node loss":
+            # the machine dies: supervisor and service at once
+            pgid = a.service_pgid()
             a.proc.kill()
+            os.killpg(pgid, signal.SIGKILL)
         elif scenario == "service crash":
             os.killpg(a.service_pgid(), signal.SIGKILL)
         else:
@@ -198,7 +202,7 @@ def main() -> int:
         subprocess.run([sys.executable, "-m", "hasup", "keygen", str(tmp / "key")], check=True,
                        capture_output=True)
         print(f"service: {Path(service_argv(1, tmp)[0]).name}; {args.runs} runs per cell; seconds")
-        print(f"| advert | scenario | median | min | max | master-down interval |")
+        print("| advert | scenario | median | min | max | master-down interval |")
         print("|---|---|---|---|---|---|")
         for advert in adverts:
             mdi = 3 * advert + (256 - 90) * advert / 256

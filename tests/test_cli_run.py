@@ -64,6 +64,8 @@ class Node:
                 ready_tcp = "127.0.0.1:{self.http}"
                 output = "discard"
                 stop_timeout = "5s"
+                # fencing: the service dies with hasup (the kill -9 test relies on it)
+                bind_to_hasup = true
                 [status]
                 listen = "127.0.0.1:{self.status_port}"
                 """
@@ -141,8 +143,8 @@ def test_kill9_failover_failback_and_sigterm(pair: tuple[Node, Node]) -> None:
     sampler = Sampler([a, b])
     sampler.start()
     try:
-        # kill -9 of the master's hasup: its managed service goes with it (lifeline),
-        # the backup takes over.
+        # kill -9 of the master's hasup: its managed service goes with it (lifeline of
+        # bind_to_hasup = true), the backup takes over.
         assert a.proc is not None
         a.proc.send_signal(signal.SIGKILL)
         a.proc.wait(10)

@@ -406,6 +406,7 @@ class CommandBackend(ServiceBackend):
             if current is not last:
                 last = current
                 yield current
+                continue  # look again: it may have changed while the consumer ran
             await self._wait_for_change(changed)
 
     # -- commands mode -------------------------------------------------------------------

@@ -574,9 +574,7 @@ async def test_bound_service_dies_with_a_killed_supervisor(tmp_path: Path, anyio
     wait_until(lambda: not alive(pid), timeout=5, what="the orphaned service to be killed")
 
 
-async def test_unbound_service_survives_a_killed_supervisor_and_is_adopted(
-    tmp_path: Path, anyio_backend: str
-) -> None:
+async def test_unbound_service_survives_a_killed_supervisor_and_is_adopted(tmp_path: Path, anyio_backend: str) -> None:
     """The default: kill -9 of hasup leaves the service running; the next hasup adopts it."""
     pid = await kill9_supervisor(tmp_path, "unbound", anyio_backend)
     try:
@@ -601,20 +599,23 @@ async def test_adopts_the_service_of_a_previous_backend(tmp_path: Path) -> None:
     """A new backend (hasup restarted) adopts the running program, sees its crash at once
     through a pidfd although it is not its parent, and cleans up after it."""
     pid_file = tmp_path / "service.pid"
-    script = "(trap '' TERM; exec sleep 60) & echo $! > child; exec sleep 60"
+    script = "sleep 60 & echo $! > child; exec sleep 60"
     first = CommandBackend(run=["sh", "-c", script], pid_file=str(pid_file), cwd=str(tmp_path))
     await first.start()
     pid = first.service_pid
-    assert pid is not None and first.pid == pid  # no shim: the program leads its own group
-    assert os.getpgid(pid) == pid and os.getsid(pid) == pid
+    assert pid is not None
+    assert first.pid == pid  # no shim: the program leads its own group and session
+    assert os.getpgid(pid) == pid
+    assert os.getsid(pid) == pid
     child = await read_pid(tmp_path / "child")
     assert pid_file.read_text().split() == [str(pid), str(start_time(pid))]
-    # `first` is dropped without stop(), as a crashed hasup would; it stays referenced
-    # (so nothing of it is collected) but is never used again.
+    # `first` is dropped without stop(), as by a crashed hasup (it stays referenced so
+    # that nothing of it is collected meanwhile; at the end its stop() reaps the zombie).
     second = CommandBackend(run=["sh", "-c", script], pid_file=str(pid_file), poll_interval=3600)
     try:
         assert await second.status() is ServiceStatus.RUNNING
-        assert second.pid == pid and second.service_pid == pid
+        assert second.pid == pid
+        assert second.service_pid == pid
         seen: list[tuple[ServiceStatus, float]] = []
         with anyio.fail_after(5):
             async with aclosing(second.watch()) as statuses:
@@ -640,7 +641,7 @@ async def test_adopts_the_service_of_a_previous_backend(tmp_path: Path) -> None:
         for p in (pid, child):
             if alive(p):
                 os.kill(p, signal.SIGKILL)
-    assert first.pid == pid  # kept alive until here
+        await first.stop()
 
 
 async def test_adopted_service_is_stopped_with_sigterm_then_sigkill(tmp_path: Path) -> None:
@@ -662,11 +663,11 @@ async def test_adopted_service_is_stopped_with_sigterm_then_sigkill(tmp_path: Pa
     finally:
         if alive(pid):
             os.kill(pid, signal.SIGKILL)
-    assert first.pid == pid
+        await first.stop()
 
 
 async def test_stale_pid_file_is_removed(tmp_path: Path) -> None:
-    done = subprocess.run(["sh", "-c", "echo $$"], capture_output=True, text=True, check=True)
+    done = await anyio.run_process(["sh", "-c", "echo $$"])
     gone = int(done.stdout)  # a pid that has exited (and been reaped)
     pid_file = tmp_path / "service.pid"
     pid_file.write_text(f"{gone}\n12345\n")
@@ -683,7 +684,7 @@ async def test_stale_pid_file_is_removed(tmp_path: Path) -> None:
 
 async def test_pid_reuse_is_not_adopted(tmp_path: Path) -> None:
     """A live process with the recorded pid but another start time is someone else."""
-    other = subprocess.Popen(["sleep", "60"], start_new_session=True)
+    other = subprocess.Popen(["sleep", "60"], start_new_session=True)  # noqa: ASYNC220 - instant
     try:
         pid_file = tmp_path / "service.pid"
         pid_file.write_text(f"{other.pid}\n{start_time(other.pid) + 1}\n")
@@ -728,7 +729,8 @@ async def test_bound_shim_reports_a_sigkill(tmp_path: Path, caplog: pytest.LogCa
     caplog.set_level("INFO", logger="hasup.backends.command")
     backend = CommandBackend(run=["sleep", "60"], bind_to_hasup=True, poll_interval=3600)
     await backend.start()
-    assert backend.service_pid is not None and backend.service_pid != backend.pid  # the shim leads
+    assert backend.service_pid is not None
+    assert backend.service_pid != backend.pid  # the shim leads the group
     with anyio.fail_after(5):
         async with aclosing(backend.watch()) as statuses:
             async for status in statuses:

@@ -216,15 +216,18 @@ def test_packet_loss_20pct_no_flapping(default_cluster: Cluster) -> None:
 
 
 # -- restart of hasup --------------------------------------------------------------------------
-@pytest.mark.xfail(
-    reason="hasup/backends/command.py's shim SIGKILLs the service when hasup dies (pipe EOF), so a"
-    " restarted hasup starts a new one; ARCHITECTURE rules 6/13 want blip-free restarts with fencing"
-    " opt-in. Remove this mark when the command backend leaves the service running.",
-    strict=True,
-)
-def test_restart_of_hasup_on_master_keeps_service(cluster: Cluster) -> None:
+def test_restart_of_hasup_on_master_keeps_service(cluster: Cluster, request: pytest.FixtureRequest) -> None:
     """kill -9 of hasup on the master and a restart do not restart (or stop) its service."""
     c = cluster
+    if master_down(c.advert) < 1.0:
+        request.applymarker(
+            pytest.mark.xfail(
+                reason="restarting hasup (Python start-up) takes longer than the peer's down interval"
+                " (0.37 s at 100 ms adverts): the backup claims and the restarted node, which did adopt"
+                " its service, stops it on seeing that MASTER (rule 5), then fails back",
+                strict=True,
+            )
+        )
     (pid,) = c.hs.service_pids(c.a)
     t_kill = c.obs.mark("kill -9 hasup")
     c.hs.kill_supervisor(c.a)
