@@ -113,7 +113,7 @@ async def incremental_runs(src: Path, dst: Path, state: Path, port: int, runs: i
             target_src.write_bytes(content)
             with anyio.fail_after(30):
                 # measuring when the bytes are visible on disk, so poll the file itself
-                while target_dst.read_bytes() != content:  # noqa: ASYNC110
+                while target_dst.read_bytes() != content:
                     await anyio.sleep(0.002)
             out.append(time.perf_counter() - t0)
         tg.cancel_scope.cancel()

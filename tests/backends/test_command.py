@@ -56,7 +56,7 @@ async def read_pid(path: Path) -> int:
     file = anyio.Path(path)
     with anyio.fail_after(5):
         # A file written by another process signals no event: poll it, with a deadline.
-        while not (await file.exists() and (await file.read_text()).strip()):  # noqa: ASYNC110
+        while not (await file.exists() and (await file.read_text()).strip()):
             await anyio.sleep(0.01)
     return int(await file.read_text())
 

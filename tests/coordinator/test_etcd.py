@@ -47,7 +47,7 @@ async def _leader_of(coordinators: list[EtcdCoordinator]) -> tuple[EtcdCoordinat
 async def wait_for(predicate: Callable[[], bool], *, within: float = 2.0) -> None:
     """Wait for a condition of another task's state, with a deadline."""
     with anyio.fail_after(within):
-        while not predicate():  # noqa: ASYNC110 - polls state owned by the coordinators
+        while not predicate():
             await anyio.sleep(0.005)
 
 

@@ -78,7 +78,7 @@ async def until(predicate: Callable[[], bool], *, within: float, what: str = "")
     """Wait for a condition of the supervisors' state, with a deadline."""
     try:
         with anyio.fail_after(within):
-            while not predicate():  # noqa: ASYNC110 - polls state owned by the supervisors
+            while not predicate():
                 await anyio.sleep(0.01)
     except TimeoutError:
         pytest.fail(f"timed out after {within:g}s waiting for {what or predicate!r}")
@@ -213,7 +213,7 @@ async def test_leader_partitioned_from_etcd_steps_down_first(etcd: EtcdCluster, 
         # and stays so for a while (p1 outranks the new leader, but has preempt = false)
         changed = False
         with anyio.move_on_after(1.0):
-            while g.one_master() and g.masters() == [new]:  # noqa: ASYNC110 - observing a steady state
+            while g.one_master() and g.masters() == [new]:
                 await anyio.sleep(0.01)
             changed = True
         assert not changed, f"not steady after the heal: masters {g.masters()}, running {g.running()}"

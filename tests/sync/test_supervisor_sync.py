@@ -41,7 +41,7 @@ def free_port() -> int:
 
 async def wait_for(predicate, limit: float = 20.0) -> None:  # type: ignore[no-untyped-def]
     with anyio.fail_after(limit):
-        while not predicate():  # noqa: ASYNC110 - polls files written by another task
+        while not predicate():
             await anyio.sleep(0.02)
 
 
