@@ -2,7 +2,7 @@
 
 For each advert interval (1 s, 100 ms, 20 ms) and each scenario, repeated N times:
 
-* node loss      kill -9 of the master's hasup (its managed service dies with it)
+* node loss      kill -9 of the master's hasup and of its service (the machine dies)
                  → the backup's service answers HTTP
 * service crash  kill -9 of the master's service → the backup's service answers
 * graceful       SIGTERM to the master's hasup → the backup's service answers
@@ -122,9 +122,20 @@ class Node:
         return int(out[1])
 
     def kill(self) -> None:
+        """Stop this node and its service (the service outlives a killed hasup)."""
         if self.proc and self.proc.poll() is None:
-            self.proc.kill()
-            self.proc.wait()
+            self.proc.terminate()  # graceful: hasup stops its service and resigns
+            try:
+                self.proc.wait(15)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        pid_file = self.config.parent / f"state-{self.name}" / "service.pid"
+        try:
+            pid = int(pid_file.read_text().split()[0])
+            os.killpg(pid, signal.SIGKILL)  # left over by a kill -9 of hasup
+        except (OSError, ValueError, IndexError):
+            pass
 
 
 def steady(a: Node, b: Node) -> None:
@@ -133,9 +144,9 @@ def steady(a: Node, b: Node) -> None:
 
 def one_round(tmp: Path, advert: float, scenario: str) -> float:
     ua, ub = free_port(socket.SOCK_DGRAM), free_port(socket.SOCK_DGRAM)
-    a, b = Node(tmp, "a", 100, ua, ub, advert), Node(tmp, "b", 90, ub, ua, advert)
     for d in tmp.glob("state-*"):
         shutil.rmtree(d)
+    a, b = Node(tmp, "a", 100, ua, ub, advert), Node(tmp, "b", 90, ub, ua, advert)
     try:
         a.start()
         b.start()
@@ -160,6 +171,8 @@ def one_round(tmp: Path, advert: float, scenario: str) -> float:
 
 
 def idle(tmp: Path, advert: float, seconds: float) -> tuple[float, float]:
+    for d in tmp.glob("state-*"):
+        shutil.rmtree(d)
     ua, ub = free_port(socket.SOCK_DGRAM), free_port(socket.SOCK_DGRAM)
     a, b = Node(tmp, "a", 100, ua, ub, advert), Node(tmp, "b", 90, ub, ua, advert)
     try:

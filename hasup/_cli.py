@@ -366,6 +366,14 @@ def cmd_confirm_stopped(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_import_keepalived(args: argparse.Namespace) -> int:
+    # imported here: the converter is large and `hasup run` never needs it
+    from .keepalived_import import _cmd_import
+
+    result: int = _cmd_import(args)
+    return result
+
+
 # --------------------------------------------------------------------------- keygen
 def cmd_keygen(args: argparse.Namespace) -> int:
     flags = os.O_WRONLY | os.O_CREAT | (os.O_TRUNC if args.force else os.O_EXCL)
@@ -457,9 +465,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--force", action="store_true")
     p.set_defaults(func=cmd_keygen)
 
-    from .keepalived_import import add_import_parser
-
-    add_import_parser(sub)
+    p = sub.add_parser(
+        "import-keepalived",
+        help="convert a keepalived.conf (and its notify scripts) into a commented hasup.toml",
+        description="Convert a keepalived.conf into a hasup.toml. Warnings and recipe traps go to stderr.",
+    )
+    p.add_argument("path", help="keepalived.conf to read (scripts it names are read, never run)")
+    p.add_argument("--instance", help="the vrrp_instance to convert when the file has several")
+    p.add_argument("-o", "--output", help="write the TOML here instead of stdout (refuses to overwrite)")
+    p.add_argument("--force", action="store_true", help="overwrite OUTPUT if it exists")
+    p.set_defaults(func=cmd_import_keepalived)
 
     p = sub.add_parser("demo", help="two nodes on loopback: crash, node loss, failback, with a timeline")
     p.add_argument("--advert", default=0.1, type=float, help="advert interval in seconds (default 0.1)")

@@ -141,6 +141,8 @@ class Config:
 
     def sync_settings(self) -> list[SyncSettings]:
         """One validated :class:`~hasup.sync.SyncSettings` per ``[[sync]]`` table."""
+        if not self.sync:
+            return []  # do not import the sync engine (cryptography, watchfiles) for nothing
         from .sync.config import SyncSettings
 
         source = Source(self.file, self.text)
