@@ -288,7 +288,7 @@ class SyncEngine:
         while not stop.is_set():
             try:
                 async for _changes in watchfiles.awatch(
-                    root, watch_filter=relevant, debounce=50, step=20, stop_event=stop, yield_on_timeout=False
+                    root, watch_filter=relevant, debounce=100, step=100, stop_event=stop, yield_on_timeout=False
                 ):
                     self._wake.set()
             except (OSError, RuntimeError) as exc:
