@@ -286,7 +286,9 @@ class _Decisions(_NodeBase):
             if peer.state == State.MASTER and (peer.active or not self.holder):
                 self._set_state(Event.ABORT_CLAIM, now, f"{peer.name} is MASTER")
                 return
-            if peer.state == State.CLAIMING and peer.rank > me:
+            # Between claimers, one whose service already runs goes first (the other
+            # could never start while it is ACTIVE), then the higher rank.
+            if peer.state == State.CLAIMING and (peer.active, peer.rank) > (self.holder, me):
                 self._set_state(Event.ABORT_CLAIM, now, f"{peer.name} claims with a higher rank")
                 return
         if self._pending is not None:

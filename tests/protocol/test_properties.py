@@ -326,3 +326,26 @@ def test_backup_holding_a_running_service_does_not_deadlock_a_claimer() -> None:
         ),
     )
     Runner(sc).run()
+
+
+def test_claimer_yields_to_a_claimer_whose_service_runs() -> None:
+    """Found by test_invariants_many: a restarted node whose service still ran claimed,
+    while a higher-ranked peer also claimed and waited for it to become INACTIVE."""
+    sc = Scenario(
+        priorities=(236, 50, 206),
+        advert=0.1,
+        seed=421,
+        steps=(
+            (0.5, ("restart", 2)),
+            (1.880032803640726, ("heal",)),
+            (0.0, ("block", 1, 2)),
+            (14.058566833479478, ("kill", 1)),
+            (1.0, ("restart", 1)),
+            (2.0, ("heal",)),
+            (13.75, ("partition", [False, True, True])),
+            (0.0, ("loss", 0.6)),
+            (7.25, ("kill", 0)),
+            (2.0, ("crash", 1)),
+        ),
+    )
+    Runner(sc).run()
