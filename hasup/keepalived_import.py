@@ -28,12 +28,11 @@ import sys
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 from urllib.parse import urlsplit
 
 from ._errors import ConfigError
 
-__all__ = ["ImportResult", "Trap", "add_import_parser", "convert"]
+__all__ = ["ImportResult", "Trap", "convert"]
 
 DEFAULT_PORT = 5405
 KEY_FILE = "/etc/hasup/group.key"
@@ -1371,18 +1370,3 @@ def _cmd_import(args: argparse.Namespace) -> int:
         file=sys.stderr,
     )
     return 0
-
-
-def add_import_parser(subparsers: Any) -> argparse.ArgumentParser:
-    """Register ``import-keepalived PATH [--instance NAME] [-o OUT] [--force]``."""
-    p: argparse.ArgumentParser = subparsers.add_parser(
-        "import-keepalived",
-        help="convert a keepalived.conf (and its notify scripts) into a commented hasup.toml",
-        description="Convert a keepalived.conf into a hasup.toml. Warnings and recipe traps go to stderr.",
-    )
-    p.add_argument("path", help="keepalived.conf to read (scripts it names are read, never run)")
-    p.add_argument("--instance", help="the vrrp_instance to convert when the file has several")
-    p.add_argument("-o", "--output", help="write the TOML here instead of stdout (refuses to overwrite)")
-    p.add_argument("--force", action="store_true", help="overwrite OUTPUT if it exists")
-    p.set_defaults(func=_cmd_import)
-    return p

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import argparse
 import os
 import re
 import textwrap
@@ -13,8 +12,9 @@ from typing import Any
 import pytest
 
 from hasup import ConfigError
+from hasup._cli import build_parser
 from hasup.config import Config, parse_config
-from hasup.keepalived_import import ImportResult, add_import_parser, convert
+from hasup.keepalived_import import ImportResult, convert
 
 # --------------------------------------------------------------------------- the seed recipe, verbatim
 # Copied from ../shared/seed/neuronex-keepalived-ha.md (tabs written as \t).
@@ -671,9 +671,7 @@ def test_missing_file_and_no_instance(tmp_path: Path) -> None:
 
 # --------------------------------------------------------------------------- the CLI entry
 def run_cli(argv: list[str]) -> int:
-    parser = argparse.ArgumentParser(prog="hasup")
-    add_import_parser(parser.add_subparsers(dest="command", required=True))
-    args = parser.parse_args(argv)
+    args = build_parser().parse_args(argv)
     code: Any = args.func(args)
     assert isinstance(code, int)
     return code
