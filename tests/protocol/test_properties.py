@@ -25,7 +25,7 @@ from typing import Any
 
 import attrs
 import pytest
-from hypothesis import HealthCheck, event, given, settings
+from hypothesis import HealthCheck, event, given, seed, settings
 from hypothesis import strategies as st
 
 from hasup.protocol import ProbeSpec, State, down_interval
@@ -209,6 +209,11 @@ class Runner:
         c = self.c
         self.heal_checks += 1
         if self.can_serve():
+            # A planned handover (failback after a fault clears) may be in flight: a
+            # RELEASING or CLAIMING node then completes it within one stop + one start.
+            busy = (State.CLAIMING, State.RELEASING)
+            if not c.masters() and any(s in busy for s in c.states().values()):
+                c.run_until_true(lambda: len(c.masters()) == 1, timeout=c.start_time + c.stop_time + 0.01)
             assert len(c.masters()) == 1, f"t={c.now:.3f}: {c.states()}"
         else:
             assert len(c.masters()) <= 1, f"t={c.now:.3f}: {c.states()}"
@@ -277,15 +282,25 @@ def run(sc: Scenario) -> Runner:
     return runner
 
 
+# CI replays a fixed set of examples (a fixed seed: reproducible verdicts wherever the
+# checkout lives); local runs explore new ones, which is how the regression tests below
+# were found. `HASUP_PROPERTY_SEED` pins a seed locally too.
+IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
+SEED = int(os.environ.get("HASUP_PROPERTY_SEED", "20261125" if IN_CI else "0"))
+
+
+def _pinned(test: Any) -> Any:
+    return seed(SEED)(test) if SEED else test
+
+
 COMMON: dict[str, Any] = {
     "deadline": None,
-    # CI replays a fixed set of examples (reproducible verdicts); local runs explore new
-    # ones, which is how the regression tests below were found.
-    "derandomize": os.environ.get("CI", "").lower() in ("1", "true", "yes"),
+    "database": None if IN_CI else settings.default.database,
     "suppress_health_check": [HealthCheck.too_slow, HealthCheck.data_too_large],
 }
 
 
+@_pinned
 @settings(max_examples=FAST, **COMMON)
 @given(scenarios())
 def test_invariants(sc: Scenario) -> None:
@@ -293,6 +308,8 @@ def test_invariants(sc: Scenario) -> None:
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(1200)
+@_pinned
 @settings(max_examples=SLOW, **COMMON)
 @given(scenarios())
 def test_invariants_many(sc: Scenario) -> None:
