@@ -216,18 +216,15 @@ def test_packet_loss_20pct_no_flapping(default_cluster: Cluster) -> None:
 
 
 # -- restart of hasup --------------------------------------------------------------------------
-def test_restart_of_hasup_on_master_keeps_service(cluster: Cluster, request: pytest.FixtureRequest) -> None:
-    """kill -9 of hasup on the master and a restart do not restart (or stop) its service."""
+def test_restart_of_hasup_on_master_keeps_service(cluster: Cluster) -> None:
+    """kill -9 of hasup on the master and a restart do not restart (or stop) its service.
+
+    When the peer's down interval is shorter than hasup's own restart (Python start-up,
+    ≈ 1 s: here at 100 ms adverts) the backup may claim first; then the restarted node,
+    which did adopt its service, stops it on seeing that MASTER (rule 5) and fails back.
+    That is rule 13's trade-off; the test then asserts the bounded outcome instead.
+    """
     c = cluster
-    if master_down(c.advert) < 1.0:
-        request.applymarker(
-            pytest.mark.xfail(
-                reason="restarting hasup (Python start-up) takes longer than the peer's down interval"
-                " (0.37 s at 100 ms adverts): the backup claims and the restarted node, which did adopt"
-                " its service, stops it on seeing that MASTER (rule 5), then fails back",
-                strict=True,
-            )
-        )
     (pid,) = c.hs.service_pids(c.a)
     t_kill = c.obs.mark("kill -9 hasup")
     c.hs.kill_supervisor(c.a)
@@ -238,8 +235,15 @@ def test_restart_of_hasup_on_master_keeps_service(cluster: Cluster, request: pyt
         return st is not None and st.t > t_kill and st.state == "MASTER"
 
     c.obs.wait(master_again, timeout=master_down(c.advert) + 10, what="restarted hasup MASTER again")
-    c.obs.wait_serving({c.a.name}, timeout=5, hold=2 * _seconds(c.advert) + 0.5)
+    c.obs.wait_serving({c.a.name}, timeout=10, hold=2 * _seconds(c.advert) + 0.5)
     tl = c.obs.timeline()
-    assert c.hs.service_pids(c.a) == [pid], "the service was restarted"
-    assert tl.no_service(t_kill) == [], "the service stopped answering"
-    assert tl.dual_active(t_kill) == []
+    assert tl.serving_at(tl.end) == {c.a.name}
+    if master_down(c.advert) >= 1.0:
+        assert c.hs.service_pids(c.a) == [pid], "the service was restarted"
+        assert tl.no_service(t_kill) == [], "the service stopped answering"
+        assert tl.dual_active(t_kill) == []
+    else:
+        # either resumed without a blip, or the bounded rule-13 sequence: the overlap
+        # lasts at most until the restarted hasup sees the new MASTER and stops its copy
+        overlap = sum(i.end - i.start for i in tl.dual_active(t_kill))
+        assert overlap < 5.0, f"dual-active for {overlap:.2f} s after the restart"
