@@ -8,6 +8,7 @@ are printed (``pytest -s``).
 
 from __future__ import annotations
 
+import http.client
 import inspect
 import shutil
 import signal
@@ -231,7 +232,7 @@ def answers(port: int) -> bool:
     try:
         with urllib.request.urlopen(f"http://127.0.0.1:{port}/", timeout=0.05) as r:
             return bool(r.status == 200)
-    except OSError:
+    except (OSError, http.client.HTTPException):
         return False
 
 

@@ -18,6 +18,7 @@ collided with another engine's container makes the published port stop answering
 from __future__ import annotations
 
 import contextlib
+import http.client
 import itertools
 import json
 import os
@@ -56,7 +57,7 @@ def answers(port: int) -> bool:
     try:
         with urllib.request.urlopen(f"http://127.0.0.1:{port}/", timeout=0.2) as r:
             return bool(r.status == 200 and b"hello from hasup-test" in r.read())
-    except OSError:
+    except (OSError, http.client.HTTPException):  # reset or cut short mid-answer: not serving
         return False
 
 

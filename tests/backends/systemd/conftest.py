@@ -10,6 +10,7 @@ units listen on free loopback ports picked here.
 
 from __future__ import annotations
 
+import http.client
 import json
 import os
 import secrets
@@ -208,7 +209,7 @@ def answers(port: int, timeout: float = 0.2) -> bool:
     try:
         with urllib.request.urlopen(f"http://127.0.0.1:{port}/", timeout=timeout) as response:
             return bool(response.status == 200)
-    except OSError:
+    except (OSError, http.client.HTTPException):
         return False
 
 
