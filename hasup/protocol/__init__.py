@@ -3,7 +3,20 @@
 Everything here is deterministic given its inputs, each of which carries ``now``.
 """
 
-from ._actions import Action, Alarm, Notify, Persist, PersistentState, StartService, StopService
+from ._actions import (
+    Action,
+    Alarm,
+    Campaign,
+    ConfigWarning,
+    Notify,
+    Persist,
+    PersistentState,
+    PullData,
+    Resign,
+    StartService,
+    StopService,
+    SyncRole,
+)
 from ._config import Address, CoreConfig, PeerSpec, ProbeSpec
 from ._enums import ServiceStatus, State
 from ._node import Node
@@ -16,6 +29,8 @@ __all__ = [
     "Action",
     "Address",
     "Alarm",
+    "Campaign",
+    "ConfigWarning",
     "CoreConfig",
     "Drop",
     "Event",
@@ -29,10 +44,13 @@ __all__ = [
     "Persist",
     "PersistentState",
     "ProbeSpec",
+    "PullData",
+    "Resign",
     "ServiceStatus",
     "StartService",
     "State",
     "StopService",
+    "SyncRole",
     "decode",
     "derive_key",
     "down_interval",

@@ -8,7 +8,20 @@ import attrs
 
 from ._enums import State
 
-__all__ = ["Action", "Alarm", "Notify", "Persist", "PersistentState", "StartService", "StopService"]
+__all__ = [
+    "Action",
+    "Alarm",
+    "Campaign",
+    "ConfigWarning",
+    "Notify",
+    "Persist",
+    "PersistentState",
+    "PullData",
+    "Resign",
+    "StartService",
+    "StopService",
+    "SyncRole",
+]
 
 
 @attrs.frozen
@@ -69,4 +82,58 @@ class Alarm:
     active: bool = True
 
 
-Action = StartService | StopService | Notify | Persist | Alarm
+@attrs.frozen
+class Campaign:
+    """Ask the external coordinator for leadership (``[coordinator]`` only).
+
+    Report the outcome with ``Node.leadership(True, token, now)``, or
+    ``Node.leadership(False, 0, now)`` if the campaign ended without a grant. Keep at
+    most one campaign in flight; a :class:`Resign` withdraws it.
+    """
+
+    reason: str
+
+
+@attrs.frozen
+class Resign:
+    """Give leadership up: withdraw the campaign in flight (``held`` false) or end the
+    tenure now that the service is confirmed stopped (``held`` true: resign the lease so
+    that the next leader starts at once)."""
+
+    held: bool
+    reason: str
+
+
+@attrs.frozen
+class SyncRole:
+    """What the data-sync engines (``[[sync]]``) do from now on.
+
+    ``serve``: this node holds the service, publish its data; ``follow``: pull from the
+    holder ``peer`` at ``host`` continuously; ``idle``: neither. A change away from
+    ``follow`` must be complete (the follower has stopped writing) before the next
+    action runs: a :class:`StartService` is always preceded by ``SyncRole("idle")``
+    while following, so a snapshot is never applied under a running service.
+    """
+
+    role: str  # "serve" | "follow" | "idle"
+    peer: str | None = None
+    host: str | None = None
+
+
+@attrs.frozen
+class PullData:
+    """Pull every synced directory from the holder before a failback takes over;
+    report with ``Node.sync_result(ok, now)``."""
+
+    peer: str
+    host: str
+
+
+@attrs.frozen
+class ConfigWarning:
+    """A configuration that works but probably not as intended (log it once)."""
+
+    detail: str
+
+
+Action = StartService | StopService | Notify | Persist | Alarm | Campaign | Resign | SyncRole | PullData | ConfigWarning

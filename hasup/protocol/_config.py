@@ -69,8 +69,12 @@ class CoreConfig:
     #: Leadership comes from an external coordinator (etcd) through ``Node.leadership``;
     #: heartbeats still carry state, health and the release handshake.
     external_leader: bool = False
-    #: Data sync is configured: a preempting node first pulls the holder's data
-    #: (``Node.needs_sync`` / ``Node.sync_result``) so no edit is lost on failback.
+    #: How long one coordinator request may take (the etcd ``request_timeout``): part of
+    #: the rank stagger with which nodes campaign for a vacant leadership.
+    coordinator_timeout: float = 1.0
+    #: Data sync is configured: the core assigns the sync role (``SyncRole``) and a
+    #: preempting node first pulls the holder's data (``PullData`` /
+    #: ``Node.sync_result``) so that no edit is lost on failback.
     takeover_needs_sync: bool = False
 
     @property

@@ -16,6 +16,7 @@ from ._actions import (
     PersistentState,
     StartService,
     StopService,
+    SyncRole,
 )
 from ._config import Address, CoreConfig
 from ._enums import ServiceStatus, State
@@ -97,8 +98,14 @@ class _NodeBase:
         self._alarms: dict[str, str] = {}
         self._timer: float | None = None
         self._granted = False
-        #: Opaque data-sync generations carried in heartbeats (set by the supervisor).
-        self.sync_generation = b""
+        # external leadership: a campaign in flight, and since when nobody leads
+        self._campaigning = False
+        self._leader_vacant_since: float | None = now
+        #: Opaque data-sync generations carried in heartbeats (``Node.sync_generation``).
+        self._sync_wire = b""
+        self._sync_role = SyncRole("idle")
+        self._pull_in_flight = False
+        self._warned_preempt = False
         self._needs_sync = False
         self._sync_ready_until = -INF
         self._grant_token = 0
@@ -282,6 +289,10 @@ class _NodeBase:
             self._actions.append(Alarm(kind, "", False))
 
     def _start(self, now: float, reason: str) -> None:
+        if self._sync_role.role == "follow":
+            # the follower must have stopped writing before the service starts
+            self._sync_role = SyncRole("idle")
+            self._actions.append(self._sync_role)
         action = StartService(self._term, reason)
         self._pending = action
         self._actions.append(action)
@@ -364,7 +375,7 @@ class _NodeBase:
             release_target=self._release_target if self._state == State.RELEASING else None,
             release_budget_ms=round(self._release_budget() * 1000),
             hold_ms=round(self._hold * 1000) if self._state == State.STOPPING and self.holder else 0,
-            sync_generation=self.sync_generation,
+            sync_generation=self._sync_wire,
         )
 
     def _send_to(self, address: Address, now: float, extra: Flag = Flag.NONE) -> None:
@@ -455,6 +466,8 @@ class _NodeBase:
             candidates.extend(p.last_rx + 2 * p.advert for p in self._peers.values() if p.last_rx is not None)
         if self._marks_dirty:
             candidates.append(self._marks_saved_at + 10.0)
+        if cfg.external_leader:
+            candidates.extend(self._leadership_timers(now))
         future = [t for t in candidates if now < t < INF]
         if self._state == State.STOPPING and self._finished and not self._bursts:
             return None
@@ -498,4 +511,7 @@ class _NodeBase:
         }
 
     def _update(self, now: float) -> None:  # implemented by _Decisions
+        raise NotImplementedError
+
+    def _leadership_timers(self, now: float) -> list[float]:  # implemented by _Assignments
         raise NotImplementedError

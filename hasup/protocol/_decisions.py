@@ -23,8 +23,12 @@ class _Decisions(_NodeBase):
             self._decide(now)
             if (self._state, self._pending, self.holder) == before:
                 break
+        self._assign(now)
         self._emit(now)
         self._timer = self._compute_timer(now)
+
+    def _assign(self, now: float) -> None:  # implemented by _Assignments
+        raise NotImplementedError
 
     def _decide(self, now: float) -> None:
         cfg = self.config

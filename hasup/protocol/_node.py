@@ -11,12 +11,13 @@ from __future__ import annotations
 
 from ._actions import (
     Action,
+    Resign,
     StartService,
     StopService,
 )
+from ._assign import _Assignments
 from ._config import Address
 from ._core import _QUERY, _TAKEOVER
-from ._decisions import _Decisions
 from ._enums import ServiceStatus, State
 from ._peers import PeerView
 from ._states import Event
@@ -25,7 +26,7 @@ from ._wire import Drop, Heartbeat, decode
 __all__ = ["Node"]
 
 
-class Node(_Decisions):
+class Node(_Assignments):
     """One member of a hasup group (see the module docstring for the I/O contract)."""
 
     # ------------------------------------------------------------------ inputs
@@ -192,55 +193,52 @@ class Node(_Decisions):
         return best.name
 
     def leadership(self, granted: bool, token: int, now: float) -> None:
-        """External coordinator input: leadership granted (with its fencing token) or lost."""
+        """External coordinator input: leadership granted (with its fencing token), or
+        lost / the campaign ended without it (``granted`` false)."""
+        if granted and not self._campaigning:
+            # The campaign was withdrawn (Resign) but won meanwhile: give it back.
+            self._actions.append(Resign(True, "granted after the campaign was withdrawn"))
+            self._update(now)
+            return
+        self._campaigning = False
         self._granted = granted
         if granted:
             self._grant_token = token
         self._update(now)
 
-    def wants_leadership(self, now: float) -> bool:
-        """With an external coordinator: whether to campaign now (or keep leadership).
-
-        Only the best-ranked eligible node campaigns, so failback and preference work
-        as with heartbeats; the named target of a release campaigns regardless.
-        """
-        if not self.config.external_leader:
-            return False
-        if self._state in (State.CLAIMING, State.MASTER):
-            return True
-        if (
-            self._state != State.BACKUP
-            or self._maintenance
-            or self.effective_priority == 0
-            or not self._link_up
-            or not self._probes.always_ok()
-        ):
-            return False
-        live = [p for p in self._peers.values() if p.live(now)]
-        if any(
-            p.state == State.RELEASING and p.last is not None and p.last.release_target == self.config.name
-            for p in live
-        ):
-            return True
-        if now - self._released_at < self.master_down_interval():
-            return False  # we just handed over: let the target take it
-        me = (self.effective_priority, self.config.name)
-        return not any(p.candidate() and p.rank > me for p in live)
+    def leader_change(self, leader: str | None, now: float) -> None:
+        """External coordinator input: who leads now (``None``: nobody), as last seen."""
+        if leader is None:
+            if self._leader_vacant_since is None:
+                self._leader_vacant_since = now
+        else:
+            self._leader_vacant_since = None
+        self._update(now)
 
     @property
     def needs_sync(self) -> bool:
-        """A preemption waits for the supervisor to pull the holder's data."""
+        """A preemption waits for the holder's data (a :class:`PullData` is in flight)."""
         return self._needs_sync
 
     def sync_result(self, ok: bool, now: float) -> None:
-        """Outcome of the pre-takeover data pull: go ahead, or back off and retry."""
-        self._needs_sync = False
-        if ok:
-            self._sync_ready_until = now + 2 * self.master_down_interval()
-        else:
-            self._takeover_backoff = min(max(2 * self._takeover_backoff, self.master_down_interval()), 60.0)
-            self._takeover_not_before = now + self._takeover_backoff
+        """Outcome of a :class:`~hasup.protocol.PullData`: go ahead, or back off and retry."""
+        self._sync_done(ok, now)
         self._update(now)
+
+    def sync_generation(self, wire: bytes, now: float) -> None:
+        """The data-sync generations this node holds (opaque, carried in heartbeats).
+
+        Nothing is decided on them, so no decision round runs; the next heartbeat
+        carries them."""
+        self._sync_wire = bytes(wire)
+
+    def peer_sync_generations(self, now: float) -> list[bytes]:
+        """The generations to compare ours with: a standby's holder, or (on the holder)
+        every live peer."""
+        peers = [p for p in self._peers.values() if p.live(now) and p.last is not None and p.last.sync_generation]
+        if not self.holder:
+            peers = [p for p in peers if p.active]
+        return [p.last.sync_generation for p in peers if p.last is not None]
 
     def forget_peer(self, name: str, now: float) -> None:
         """Clear a peer's replay high-water mark (``hasup forget-peer``), e.g. after its
