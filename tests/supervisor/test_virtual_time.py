@@ -6,9 +6,7 @@ import pytest
 from trio.testing import MockClock
 
 from hasup import State
-from hasup.testing import MockBackend
-
-from .helpers import harness, pair_configs
+from hasup.testing import MemoryNetwork, MockBackend, pair_configs, supervisor_harness
 
 pytestmark = pytest.mark.anyio
 
@@ -28,7 +26,7 @@ def starts(backend: MockBackend) -> list[float]:
 @pytest.mark.parametrize(("advert", "seconds"), [("1s", 1.0), ("100ms", 0.1), ("20ms", 0.02)])
 async def test_node_loss_takeover_at_exact_master_down_interval(advert: str, seconds: float) -> None:
     cfg_a, cfg_b = pair_configs(advert)
-    async with harness() as h:
+    async with supervisor_harness(MemoryNetwork()) as h:
         a = await h.boot(cfg_a)
         b = await h.boot(cfg_b)
         await a.wait_state(State.MASTER)
@@ -36,7 +34,7 @@ async def test_node_loss_takeover_at_exact_master_down_interval(advert: str, sec
         assert h.backends["edge-a"].running and not h.backends["edge-b"].running
         h.kill("edge-a")
         await b.wait_state(State.MASTER)
-        last_heartbeat = h.net.last_delivery[(A, B)]
+        last_heartbeat = h.network.last_delivery[(A, B)]
         expected = 3 * seconds + (256 - 90) * seconds / 256
         (started,) = starts(h.backends["edge-b"])
         assert started - last_heartbeat == pytest.approx(expected, abs=1e-3)
@@ -44,7 +42,7 @@ async def test_node_loss_takeover_at_exact_master_down_interval(advert: str, sec
 
 async def test_service_crash_moves_service_after_stop_plus_one_message() -> None:
     cfg_a, cfg_b = pair_configs("1s")
-    async with harness() as h:
+    async with supervisor_harness(MemoryNetwork()) as h:
         a = await h.boot(cfg_a)
         b = await h.boot(cfg_b)
         await a.wait_state(State.MASTER)
@@ -67,7 +65,7 @@ async def test_failback_through_release_handshake_has_no_overlap() -> None:
     import anyio
 
     cfg_a, cfg_b = pair_configs("1s")
-    async with harness() as h:
+    async with supervisor_harness(MemoryNetwork()) as h:
         a = await h.boot(cfg_a)
         b = await h.boot(cfg_b)
         await a.wait_state(State.MASTER)
@@ -89,7 +87,7 @@ async def test_graceful_shutdown_hands_over_after_the_stop() -> None:
     import anyio
 
     cfg_a, cfg_b = pair_configs("1s")
-    async with harness() as h:
+    async with supervisor_harness(MemoryNetwork()) as h:
         a = await h.boot(cfg_a)
         b = await h.boot(cfg_b)
         await a.wait_state(State.MASTER)
@@ -107,7 +105,7 @@ async def test_failed_stop_keeps_the_node_active_and_the_peer_waits() -> None:
     import anyio
 
     cfg_a, cfg_b = pair_configs("1s")
-    async with harness() as h:
+    async with supervisor_harness(MemoryNetwork()) as h:
         a = await h.boot(cfg_a)
         b = await h.boot(cfg_b)
         await a.wait_state(State.MASTER)
@@ -127,7 +125,7 @@ async def test_failed_stop_keeps_the_node_active_and_the_peer_waits() -> None:
 
 async def test_start_failure_is_a_fault_and_the_peer_serves() -> None:
     cfg_a, cfg_b = pair_configs("1s")
-    async with harness() as h:
+    async with supervisor_harness(MemoryNetwork()) as h:
         bad = MockBackend()
         bad.fail_start = True
         a = await h.boot(cfg_a, bad)
@@ -141,7 +139,7 @@ async def test_restarting_the_master_supervisor_does_not_restart_its_service() -
     import anyio
 
     cfg_a, cfg_b = pair_configs("1s")
-    async with harness() as h:
+    async with supervisor_harness(MemoryNetwork()) as h:
         a = await h.boot(cfg_a)
         b = await h.boot(cfg_b)
         await a.wait_state(State.MASTER)
