@@ -477,12 +477,7 @@ def test_notify_script_without_service_commands_becomes_a_hook(tmp_path: Path, k
     data = tomllib.loads(result.toml)
     assert data["notify"] == [{"on": ["FAULT"], "command": [f"{tmp_path}/alert.sh"], "timeout": "10s"}]
     assert any("[[notify]] hook on FAULT" in w for w in result.warnings)
-    try:
-        check(result, key_file)
-    except ConfigError as exc:  # pragma: no cover - until [[notify]] lands in the config loader
-        if "notify" in str(exc) and "unknown key" in str(exc):
-            pytest.skip("the config loader does not accept [[notify]] yet")
-        raise
+    check(result, key_file)
 
 
 def test_unicast_src_ip_advert_preempt_delay_and_clamping(tmp_path: Path, key_file: str) -> None:
