@@ -7,18 +7,14 @@ heartbeat counters are read from the core at scrape time by a custom collector.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from typing import TYPE_CHECKING
+from collections.abc import Callable, Iterator, Mapping
 
 import anyio
 from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
-from .protocol import ServiceStatus, State
-
-if TYPE_CHECKING:
-    from .supervisor import Supervisor
+from .protocol import Node, ServiceStatus, State
 
 __all__ = ["SupervisorMetrics"]
 
@@ -26,9 +22,17 @@ _LATENCY = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 
 
 
 class SupervisorMetrics:
-    def __init__(self, sup: Supervisor) -> None:
+    """The metrics of node ``name``: ``core`` returns the running core (``None`` before
+    it runs), ``statistics`` the counters (core and supervisor)."""
+
+    def __init__(
+        self,
+        name: str,
+        core: Callable[[], Node | None],
+        statistics: Callable[[], Mapping[str, float]],
+    ) -> None:
         self.registry = CollectorRegistry()
-        node = sup.config.node.name
+        node = name
         self.transitions = Counter(
             "hasup_transitions",
             "State transitions",
@@ -59,7 +63,7 @@ class SupervisorMetrics:
             buckets=_LATENCY,
             registry=self.registry,
         )
-        self.registry.register(_CoreCollector(sup))
+        self.registry.register(_CoreCollector(name, core, statistics))
         self._node = node
 
     def transition(self, previous: State, state: State) -> None:
@@ -82,17 +86,21 @@ class SupervisorMetrics:
 class _CoreCollector(Collector):
     """Values owned by the core, read at scrape time."""
 
-    def __init__(self, sup: Supervisor) -> None:
-        self._sup = sup
+    def __init__(
+        self, name: str, core: Callable[[], Node | None], statistics: Callable[[], Mapping[str, float]]
+    ) -> None:
+        self._name = name
+        self._core = core
+        self._statistics = statistics
 
     def collect(self) -> Iterator[Metric]:
-        sup = self._sup
-        node = sup.config.node.name
+        node = self._name
+        core = self._core()
+        current_state = core.state if core is not None else State.INIT
         state = GaugeMetricFamily("hasup_state", "1 for the node's current state", labels=["node", "state"])
         for s in State:
-            state.add_metric([node, s.name], 1 if sup.state == s else 0)
+            state.add_metric([node, s.name], 1 if current_state == s else 0)
         yield state
-        core = sup._node
         service = GaugeMetricFamily(
             "hasup_service_status", "1 for the service's current status", labels=["node", "status"]
         )
@@ -113,7 +121,7 @@ class _CoreCollector(Collector):
         for kind in core.alarms:
             alarms.add_metric([node, kind], 1)
         yield alarms
-        stats = sup.statistics()
+        stats = self._statistics()
         beats = CounterMetricFamily("hasup_heartbeats", "Heartbeats", labels=["node", "direction"])
         beats.add_metric([node, "sent"], stats.get("sent", 0))
         beats.add_metric([node, "received"], stats.get("received", 0))

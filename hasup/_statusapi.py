@@ -4,18 +4,51 @@ from __future__ import annotations
 
 import hmac
 import json
+import logging
+import os
+import secrets
 from collections.abc import Mapping
-from typing import TYPE_CHECKING
+from pathlib import Path
+from typing import Any, Protocol
 
-if TYPE_CHECKING:
-    from .supervisor import Supervisor
+import anyio
+from anyio.abc import TaskStatus
 
-__all__ = ["StatusAPI"]
+from .protocol import State
+
+__all__ = ["Controls", "StatusAPI", "serve_status", "write_control_token"]
+
+log = logging.getLogger("hasup")
+
+
+class Controls(Protocol):
+    """What the status endpoint reads and the operator commands it runs
+    (:class:`~hasup.Supervisor` provides them)."""
+
+    @property
+    def state(self) -> State: ...
+
+    @property
+    def maintenance(self) -> bool: ...
+
+    def snapshot(self) -> dict[str, Any]: ...
+
+    def render_metrics(self) -> bytes: ...
+
+    async def switchover(self, target: str | None = None) -> str: ...
+
+    async def set_maintenance(self, on: bool) -> None: ...
+
+    async def forget_peer(self, name: str) -> None: ...
+
+    async def sync_now(self) -> list[int]: ...
+
+    async def confirm_stopped(self) -> None: ...
 
 
 class StatusAPI:
-    def __init__(self, supervisor: Supervisor, control_token: str | None = None) -> None:
-        self._sup = supervisor
+    def __init__(self, controls: Controls, control_token: str | None = None) -> None:
+        self._sup = controls
         self._token = control_token
 
     async def handle(self, method: str, target: str, headers: Mapping[str, str], body: bytes) -> tuple[int, str, bytes]:
@@ -29,7 +62,7 @@ class StatusAPI:
         if path == "/healthz":
             return 200, "text/plain", f"ok {self._sup.state.name}\n".encode()
         if path == "/metrics":
-            return 200, "text/plain; version=0.0.4; charset=utf-8", self._sup.metrics.render()
+            return 200, "text/plain; version=0.0.4; charset=utf-8", self._sup.render_metrics()
         return 404, "text/plain", b"not found\n"
 
     async def _control(
@@ -54,7 +87,7 @@ class StatusAPI:
                 result: dict[str, object] = {"ok": True, "target": name}
             elif command == "maintenance":
                 await self._sup.set_maintenance(bool(args.get("on", True)))
-                result = {"ok": True, "maintenance": self._sup.node.maintenance}
+                result = {"ok": True, "maintenance": self._sup.maintenance}
             elif command == "forget-peer":
                 await self._sup.forget_peer(str(args.get("peer", "")))
                 result = {"ok": True}
@@ -68,3 +101,32 @@ class StatusAPI:
         except ValueError as exc:
             return 409, "application/json", json.dumps({"error": str(exc)}).encode() + b"\n"
         return 200, "application/json", json.dumps(result).encode() + b"\n"
+
+
+def write_control_token(state_dir: Path) -> str | None:
+    """A fresh secret for operator commands, readable only by hasup's user."""
+    path = state_dir / "control.token"
+    token = secrets.token_hex(16)
+    try:
+        state_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+        tmp = path.with_suffix(".tmp")
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as fh:
+            fh.write(token + "\n")
+        os.replace(tmp, path)
+    except OSError as exc:
+        log.warning("operator commands disabled: cannot write %s: %s", path, exc)
+        return None
+    return token
+
+
+async def serve_status(
+    controls: Controls, listen: tuple[str, int], state_dir: Path, *, task_status: TaskStatus[int]
+) -> None:
+    """Serve ``/status``, ``/healthz``, ``/metrics`` and ``/control/*`` on ``listen``;
+    ``task_status`` receives the bound port."""
+    from ._httpserver import serve_http
+
+    host = f"[{listen[0]}]" if ":" in listen[0] else listen[0]
+    token = await anyio.to_thread.run_sync(write_control_token, state_dir)
+    await serve_http(f"{host}:{listen[1]}", StatusAPI(controls, token).handle, task_status=task_status)

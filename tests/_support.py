@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import os
-import time
 from collections.abc import Callable
 from typing import NoReturn
 
 import pytest
+
+from hasup import testing
 
 IN_CI = os.environ.get("CI", "").lower() in {"1", "true", "yes"}
 
@@ -20,16 +21,13 @@ def missing_component(what: str, reason: str) -> NoReturn:
     pytest.skip(message)
 
 
-def wait_until(predicate: Callable[[], object], *, timeout: float, interval: float = 0.01, what: str = "") -> None:
-    """Poll ``predicate`` until it is truthy; fail after ``timeout`` seconds.
+def wait_until(predicate: Callable[[], object], *, timeout: float, interval: float = 0.01, what: str = "") -> float:
+    """:func:`hasup.testing.wait_until`, failing the test (not raising) after ``timeout``.
 
     For synchronous tests that watch another process: this is waiting for an event with
-    a deadline, not sleeping to synchronise.
+    a deadline, not sleeping to synchronise. Returns the monotonic time it held.
     """
-    deadline = time.monotonic() + timeout
-    while True:
-        if predicate():
-            return
-        if time.monotonic() > deadline:
-            pytest.fail(f"timed out after {timeout:.1f}s waiting for {what or predicate!r}")
-        time.sleep(interval)
+    try:
+        return testing.wait_until(predicate, timeout=timeout, interval=interval, what=what)
+    except TimeoutError as exc:
+        pytest.fail(str(exc))

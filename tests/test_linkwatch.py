@@ -15,9 +15,8 @@ from hasup import State
 from hasup._linkwatch import LinkWatcher
 from hasup.config import parse_config
 from hasup.supervisor import Supervisor
-from hasup.testing import MemoryNetwork, MemoryStateFile, MockBackend
+from hasup.testing import MemoryNetwork, MemoryStateFile, MockBackend, config_text, wait_for
 from tests._support import missing_component
-from tests.supervisor.helpers import config_text
 
 pytestmark = pytest.mark.anyio
 
@@ -72,8 +71,7 @@ async def test_master_with_tracked_link_down_faults_and_recovers(veth: tuple[str
             await sup.wait_state(State.MASTER)
             ip_link(b, "down")
             await sup.wait_state(State.FAULT)
-            while backend.running:
-                await anyio.sleep(0.01)
+            await wait_for(lambda: not backend.running, within=10, what="the service stopped")
             ip_link(b, "up")
             await sup.wait_state(State.MASTER)  # no stuck FAULT: alone in the group, it serves again
         assert backend.running

@@ -54,6 +54,9 @@ class Coordinator(AsyncResource):
     """Leader election for one group. Use as an async context manager."""
 
     name: str
+    #: How long one request to the coordinator may take (seconds): the core staggers
+    #: campaigns for a vacant leadership by rank in steps of this plus its down interval.
+    request_timeout: float = 1.0
 
     @abc.abstractmethod
     async def campaign(self) -> int:

@@ -214,6 +214,7 @@ class SyncEngine:
             if await anyio.to_thread.run_sync(self._publish, result):
                 self._changed.set()
                 self._changed = anyio.Event()
+                self._event("published", generation=self._info.generation.short())
             return self._info.generation
 
     def _publish(self, result: ScanResult) -> bool:

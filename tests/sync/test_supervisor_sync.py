@@ -10,9 +10,7 @@ import pytest
 
 from hasup import State
 from hasup.config import parse_config
-from hasup.supervisor import Supervisor
-from hasup.testing import MemoryStateFile, MockBackend
-from tests.supervisor.helpers import config_text
+from hasup.testing import MockBackend, config_text, supervisor_harness, wait_for
 
 pytestmark = pytest.mark.anyio
 
@@ -39,12 +37,6 @@ def free_port() -> int:
     raise RuntimeError("no common free port")
 
 
-async def wait_for(predicate, limit: float = 20.0) -> None:  # type: ignore[no-untyped-def]
-    with anyio.fail_after(limit):
-        while not predicate():
-            await anyio.sleep(0.02)
-
-
 async def test_standby_follows_and_failback_pulls_edits_first(tmp_path: Path) -> None:
     udp, sync = free_port(), free_port()
     data = {n: tmp_path / f"data-{n}" for n in ("a", "b")}
@@ -61,46 +53,37 @@ async def test_standby_follows_and_failback_pulls_edits_first(tmp_path: Path) ->
     cfg_b = parse_config(cfg("edge-b", 90, "127.0.0.2", "127.0.0.1", data["b"]))
     assert cfg_a.core_config().takeover_needs_sync
     ba, bb = MockBackend(start_time=0.01, stop_time=0.01), MockBackend(start_time=0.01, stop_time=0.01)
-    state_a = MemoryStateFile()
-    async with anyio.create_task_group() as tg:
-        scope = anyio.CancelScope()
-
-        async def run_a(sup: Supervisor, *, task_status: anyio.abc.TaskStatus[None]) -> None:
-            with scope:
-                await sup.run(task_status=task_status)
-
-        a = Supervisor(cfg_a, backend=ba, state_file=state_a)
-        b = Supervisor(cfg_b, backend=bb, state_file=MemoryStateFile())
-        await tg.start(run_a, a)
-        await tg.start(b.run)
+    async with supervisor_harness() as h:  # real UDP and TCP on 127.0.0.1/127.0.0.2
+        a = await h.boot(cfg_a, ba)
+        b = await h.boot(cfg_b, bb)
         with anyio.fail_after(20):
             await a.wait_state(State.MASTER)
             await b.wait_state(State.BACKUP)
         # the standby follows the master's directory
-        await wait_for(lambda: (data["b"] / "tags.json").exists())
+        await wait_for(lambda: (data["b"] / "tags.json").exists(), within=20, what="the standby's copy")
         assert (data["b"] / "tags.json").read_text() == '{"v": 1}'
         # node loss: b serves, and edits its copy while serving
-        scope.cancel()
-        ba.running = False
+        h.kill("edge-a")
         with anyio.fail_after(20):
             await b.wait_state(State.MASTER)
         before = b.snapshot()["sync"][0]["generation"]
         (data["b"] / "tags.json").write_text('{"v": 2, "edited on": "edge-b"}')
         # the serving node publishes the edit as a new generation (file watching)
-        await wait_for(lambda: b.snapshot()["sync"][0]["generation"] > before)
+        await wait_for(lambda: b.snapshot()["sync"][0]["generation"] > before, within=20, what="a new generation")
         # a returns: before taking the service back it pulls b's data
-        scope = anyio.CancelScope()
-        a2 = Supervisor(cfg_a, backend=ba, state_file=state_a)
-        await tg.start(run_a, a2)
+        a2 = await h.boot(cfg_a)
         with anyio.fail_after(30):
             await a2.wait_state(State.MASTER)
         assert (data["a"] / "tags.json").read_text() == '{"v": 2, "edited on": "edge-b"}'
-        assert not (ba.running and bb.running)
+        assert ba.running and not bb.running  # the failback went through the release handshake
         status = a2.snapshot()["sync"][0]
         assert status["conflicts"] == 0
         # `hasup sync now` on both roles
-        await wait_for(lambda: b.snapshot()["sync"][0]["role"] == "follower" and b.snapshot()["sync"][0]["in_sync"])
+        await wait_for(
+            lambda: b.snapshot()["sync"][0]["role"] == "follower" and b.snapshot()["sync"][0]["in_sync"],
+            within=20,
+            what="b an in-sync follower",
+        )
         assert await a2.sync_now() and await b.sync_now()
         await a2.shutdown()
         await b.shutdown()
-        tg.cancel_scope.cancel()
