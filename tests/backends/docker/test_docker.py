@@ -26,16 +26,7 @@ from hasup.protocol._enums import ServiceStatus
 
 from .conftest import IMAGE, DockerDaemon
 
-pytestmark = [
-    pytest.mark.docker,
-    # docker 7.x's UnixHTTPConnection.connect() does not close its socket when connect()
-    # fails (daemon down): CPython reports the GC'd socket as a ResourceWarning. Narrow
-    # to AF_UNIX sockets (family=1); anything else still fails the test.
-    pytest.mark.filterwarnings(
-        r"ignore:Exception ignored in. <socket\.socket fd=\d+, family=1"
-        ":pytest.PytestUnraisableExceptionWarning"
-    ),
-]
+pytestmark = [pytest.mark.docker]
 
 
 def make_container(client: Any, name: str, **kwargs: Any) -> Any:
