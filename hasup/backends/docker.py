@@ -39,6 +39,7 @@ import requests.exceptions
 
 from .._errors import BackendError, BackendUnavailable, ServiceFailed
 from ..protocol._enums import ServiceStatus
+from . import _docker_compat
 from ._docker_events import (
     WATCHED_EVENTS,
     EventStream,
@@ -52,6 +53,8 @@ if TYPE_CHECKING:
     from typing import Self
 
     from .._section import Section
+
+_docker_compat.install()  # close the socket of a failed connect (docker-py #3356)
 
 __all__ = ["CreateSpec", "DockerBackend"]
 
