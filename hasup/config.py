@@ -21,7 +21,7 @@ from ._hooks import NotifyHook, parse_hooks
 from ._section import Section, Source
 from .backends import ServiceBackend, load_backend_class
 from .probes import Probe, ProbeOptions, load_probe_class
-from .protocol import Address, CoreConfig, KeyRing, PeerSpec, ProbeSpec
+from .protocol import Address, CoreConfig, KeyRing, PeerSpec
 
 if TYPE_CHECKING:
     from .coordinator import Coordinator
@@ -111,18 +111,7 @@ class Config:
             quorum=self.group.quorum,
             external_leader=self.coordinator is not None,
             takeover_needs_sync=bool(self.sync),
-            probes=tuple(
-                ProbeSpec(
-                    name=p.options.name,
-                    rise=p.options.rise,
-                    fall=p.options.fall,
-                    start_period=p.options.start_period,
-                    when=p.options.when,
-                    weight=p.options.weight,
-                    witness=p.options.witness,
-                )
-                for p in self.probes
-            ),
+            probes=tuple(p.options.spec() for p in self.probes),
         )
 
     def make_backend(self) -> ServiceBackend:

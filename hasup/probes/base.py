@@ -6,6 +6,8 @@ from typing import TYPE_CHECKING, ClassVar
 
 import attrs
 
+from ..protocol import ProbeSpec
+
 if TYPE_CHECKING:
     from typing import Self
 
@@ -23,21 +25,17 @@ class ProbeOutcome:
 
 
 @attrs.frozen
-class ProbeOptions:
-    """Scheduling and interpretation options shared by all probe types."""
+class ProbeOptions(ProbeSpec):
+    """Options shared by all probe types: what the core needs to interpret results
+    (the fields of :class:`~hasup.protocol.ProbeSpec`: name, rise, fall,
+    start_period, when, weight, witness) plus the supervisor's scheduling."""
 
-    name: str
     interval: float = 5.0
     timeout: float = 2.0
-    rise: int = 2
-    fall: int = 3
-    start_period: float = 0.0
-    #: "active": only while this node holds the service; "always": all the time.
-    when: str = "active"
-    #: Adjust effective priority by this much while failing instead of FAULT.
-    weight: int | None = None
-    #: A witness gates isolation decisions (ARCHITECTURE §2 rule 9).
-    witness: bool = False
+
+    def spec(self) -> ProbeSpec:
+        """The core's part alone (what :class:`~hasup.protocol.CoreConfig` holds)."""
+        return ProbeSpec(**{f.name: getattr(self, f.name) for f in attrs.fields(ProbeSpec)})
 
     @classmethod
     def from_section(cls, section: Section) -> ProbeOptions:
