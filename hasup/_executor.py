@@ -7,6 +7,7 @@ adapters. Nothing here decides: every choice was made by the core.
 
 from __future__ import annotations
 
+import functools
 import logging
 import time
 from collections.abc import Awaitable, Callable
@@ -85,7 +86,8 @@ class Executor:
         elif isinstance(action, Alarm):
             self._on_alarm(action)
         elif isinstance(action, StartService):
-            await self._run_backend(action, self._backend.start, self._timeouts.start)
+            start = functools.partial(self._backend.start, term=action.term)  # the fencing token
+            await self._run_backend(action, start, self._timeouts.start)
         elif isinstance(action, StopService):
             await self._run_backend(action, self._backend.stop, self._timeouts.stop + _STOP_MARGIN)
         elif isinstance(action, Campaign):

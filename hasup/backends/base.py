@@ -49,7 +49,19 @@ class ServiceBackend(AsyncResource):
         """Build the backend from its ``[service]`` table. Raise ``ConfigError``."""
         raise NotImplementedError
 
-    async def start(self) -> None:
+    async def start(self, *, term: int = 0) -> None:
+        """Start the service (see the contract above).
+
+        ``term`` is the election term of this holding, a monotonically increasing
+        fencing token: a node that claims the service takes a term higher than any it
+        has seen (with ``[coordinator]``, the coordinator's token). A backend hands it
+        to the service where it can (the ``command`` backend as ``HASUP_TERM``, the
+        ``docker`` backend as a label of the containers it creates), so that the
+        service, or the store it writes to, can reject writes carrying an older term
+        than one it has seen: a deposed holder that still runs cannot overwrite its
+        successor's data. ``0``: no term (a call from outside the supervisor). See
+        docs/backends.md.
+        """
         raise NotImplementedError
 
     async def stop(self) -> None:

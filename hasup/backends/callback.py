@@ -10,6 +10,7 @@ It cannot be configured from a file: there is nothing a TOML value could name.
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable
 from contextlib import aclosing
 from typing import TYPE_CHECKING, ClassVar, NoReturn
@@ -27,7 +28,10 @@ __all__ = ["CallbackBackend"]
 class CallbackBackend(ServiceBackend):
     """A backend whose operations are async callables supplied by the embedding program.
 
-    * ``start()`` returns when the service runs, or raises.
+    * ``start()`` returns when the service runs, or raises. If it takes a ``term``
+      parameter (``async def start(*, term: int)``), it gets the fencing token of the
+      holding (see :meth:`ServiceBackend.start <hasup.backends.base.ServiceBackend.start>`);
+      a ``start()`` without one is called without arguments, as before.
     * ``stop()`` returns when the service is confirmed stopped (idempotent), or raises.
     * ``status()`` returns a :class:`~hasup.ServiceStatus`.
     * ``watch()`` (optional) returns an async iterator of statuses, yielding the
@@ -43,7 +47,7 @@ class CallbackBackend(ServiceBackend):
 
     def __init__(
         self,
-        start: Callable[[], Awaitable[None]],
+        start: Callable[..., Awaitable[None]],
         stop: Callable[[], Awaitable[None]],
         status: Callable[[], Awaitable[ServiceStatus]],
         *,
@@ -55,6 +59,7 @@ class CallbackBackend(ServiceBackend):
             if fn is not None and not callable(fn):
                 raise TypeError(f"{label} must be callable, got {type(fn).__name__}")
         self._start = start
+        self._start_takes_term = _takes_term(start)
         self._stop = stop
         self._status = status
         self._watch = watch
@@ -70,9 +75,9 @@ class CallbackBackend(ServiceBackend):
             'in a configuration file use "command", "systemd" or "docker"',
         )
 
-    async def start(self) -> None:
+    async def start(self, *, term: int = 0) -> None:
         try:
-            await self._start()
+            await (self._start(term=term) if self._start_takes_term else self._start())
         except HasupError:
             raise
         except Exception as exc:
@@ -122,6 +127,19 @@ class CallbackBackend(ServiceBackend):
 
     def describe(self) -> str:
         return f"callback: {self.name}"
+
+
+def _takes_term(fn: Callable[..., object]) -> bool:
+    """True if ``fn`` has a parameter named ``term`` that can be given by keyword
+    (a bare ``**kwargs`` does not count: such callbacks were written before the term)."""
+    try:
+        parameter = inspect.signature(fn).parameters.get("term")
+    except (TypeError, ValueError):  # no signature (some builtins and C callables)
+        return False
+    return parameter is not None and parameter.kind in (
+        inspect.Parameter.POSITIONAL_OR_KEYWORD,
+        inspect.Parameter.KEYWORD_ONLY,
+    )
 
 
 def _checked(result: object) -> ServiceStatus:

@@ -65,6 +65,9 @@ _NAME_RE = re.compile(r"/?[a-zA-Z0-9][a-zA-Z0-9_.-]*")
 _PORT_RE = re.compile(
     r"(?:(?P<ip>\d+\.\d+\.\d+\.\d+|\[[0-9a-fA-F:]+\]):)?(?:(?P<host>\d+):)?(?P<container>\d+)(?:/(?P<proto>tcp|udp|sctp))?"
 )
+#: The label that carries the fencing token (the election term) of the start that
+#: created the container.
+TERM_LABEL = "io.hasup.term"
 #: Restart policies that make dockerd restart the container behind hasup's back.
 _FIGHTING_POLICIES = ("always", "unless-stopped", "on-failure")
 
@@ -287,11 +290,19 @@ class DockerBackend(ServiceBackend):
             self._expect_running = True
         return status_from_state(state, expect_running=self._expect_running)
 
-    async def start(self) -> None:
+    async def start(self, *, term: int = 0) -> None:
+        """Start the container (creating it from ``[service.create]`` if it does not
+        exist) and return once it runs and is healthy.
+
+        ``term`` (the fencing token) reaches only a container created here: as the label
+        ``io.hasup.term`` and the variable ``HASUP_TERM``. Labels and environment are
+        fixed when a container is created, so an existing container (created by hand,
+        or by an earlier start) does not see the term of this start.
+        """
         with anyio.move_on_after(self.start_timeout) as scope:
             info = await self._inspect()
             if info is None:
-                info = await self._create()
+                info = await self._create(term)
             self._refuse_restart_policy(info)
             state = info["State"]
             self._expect_running = True
@@ -361,7 +372,7 @@ class DockerBackend(ServiceBackend):
             )
         return None
 
-    async def _create(self) -> dict[str, Any]:
+    async def _create(self, term: int) -> dict[str, Any]:
         if self.create is None:
             raise BackendError(
                 f"{self.describe()}: no such container; create it (docker create --name "
@@ -374,7 +385,8 @@ class DockerBackend(ServiceBackend):
             "detach": True,
             "init": spec.init,
             "restart_policy": {"Name": "no"},
-            "labels": {"hasup.managed": "true"},
+            "labels": {"hasup.managed": "true", TERM_LABEL: str(term)},
+            "environment": {**spec.env, "HASUP_TERM": str(term)},
         }
         if spec.command is not None:
             kwargs["command"] = list(spec.command)
@@ -382,8 +394,6 @@ class DockerBackend(ServiceBackend):
             kwargs["ports"] = dict(spec.ports)
         if spec.volumes:
             kwargs["volumes"] = list(spec.volumes)
-        if spec.env:
-            kwargs["environment"] = dict(spec.env)
         if spec.network:
             kwargs["network_mode"] = spec.network
         try:

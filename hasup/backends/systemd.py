@@ -306,8 +306,13 @@ class SystemdBackend(ServiceBackend):
                 if path == job:
                     return str(result)
 
-    async def start(self) -> None:
-        """Run a start job and return once the unit is active (idempotent)."""
+    async def start(self, *, term: int = 0) -> None:
+        """Run a start job and return once the unit is active (idempotent).
+
+        ``term`` (the fencing token) is not passed on: a unit's environment comes from
+        its unit file, and ``systemctl set-environment`` would change the manager's
+        environment for every unit, not this one start. See docs/backends.md.
+        """
         self._begin_op()
         try:
             conn = await self._connection()

@@ -115,7 +115,8 @@ class MemoryStateFile(StateFile):
 class MockBackend(ServiceBackend):
     """A service that takes ``start_time``/``stop_time`` to start/stop, and can crash.
 
-    ``fail_start``/``fail_stop`` make the next calls raise. ``history`` records calls.
+    ``fail_start``/``fail_stop`` make the next calls raise. ``history`` records calls;
+    ``last_term`` is the fencing token of the last start() (None before the first).
     """
 
     kind = "mock"
@@ -127,6 +128,7 @@ class MockBackend(ServiceBackend):
         self.fail_start = False
         self.fail_stop = False
         self.history: list[tuple[float, str]] = []
+        self.last_term: int | None = None
         self._watchers: list[MemoryObjectSendStream[ServiceStatus]] = []
 
     def _push(self, status: ServiceStatus) -> None:
@@ -146,8 +148,9 @@ class MockBackend(ServiceBackend):
     def _status(self) -> ServiceStatus:
         return ServiceStatus.RUNNING if self.running else ServiceStatus.STOPPED
 
-    async def start(self) -> None:
+    async def start(self, *, term: int = 0) -> None:
         self.history.append((anyio.current_time(), "start"))
+        self.last_term = term
         await anyio.sleep(self.start_time)
         if self.fail_start:
             raise ServiceFailed("mock start failure")
