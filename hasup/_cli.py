@@ -175,6 +175,7 @@ def cmd_check(args: argparse.Namespace) -> int:
             "authenticated": core.keys.keyed,
             "quorum": "majority" if core.quorum_required else "none",
             "fault_holddown": core.fault_holddown,
+            "track_interface": _tracking(config),
             "master_down_interval_at_own_priority": round(
                 3 * core.advert_interval + (256 - core.priority) * core.advert_interval / 256, 4
             ),
@@ -215,6 +216,18 @@ def cmd_check(args: argparse.Namespace) -> int:
     for problem in problems:
         print(f"problem: {problem}")
     return 1 if problems else 0
+
+
+def _tracking(config: Config) -> object:
+    """The tracked links as ``run`` would find them (``check`` output)."""
+    if config.group.track_interface is not None:
+        return list(config.group.track_interface)
+    from ._iface import interfaces_for
+
+    try:
+        return {"auto": list(interfaces_for(config.group.listen[0], [p.address[0] for p in config.group.peers]))}
+    except OSError as exc:
+        return {"auto": None, "problem": f"cannot tell which interface carries the heartbeats: {exc}"}
 
 
 # --------------------------------------------------------------------------- status

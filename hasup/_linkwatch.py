@@ -3,11 +3,14 @@
 A raw ``NETLINK_ROUTE`` socket subscribed to ``RTMGRP_LINK`` delivers an
 ``RTM_NEWLINK`` message the moment an interface's flags change; only ``ifinfomsg``
 flags are parsed (``IFF_UP`` and ``IFF_LOWER_UP``), so no netlink library is needed.
+Messages are matched by interface name, so an interface re-created with a new index
+is still tracked; when the socket overflows (``ENOBUFS``) the state is read afresh.
 """
 
 from __future__ import annotations
 
 import contextlib
+import errno
 import socket
 import struct
 from collections.abc import AsyncGenerator, Sequence
@@ -24,6 +27,9 @@ IFF_UP = 0x1
 IFF_LOWER_UP = 0x10000
 _NLMSG = struct.Struct("=IHHII")
 _IFINFO = struct.Struct("=BxHiII")
+_RTATTR = struct.Struct("=HH")
+IFLA_IFNAME = 3
+_RCVBUF = 1 << 20  # room for a burst of link messages (docker, VLAN churn)
 
 
 def link_is_up(name: str) -> bool:
@@ -40,8 +46,11 @@ def link_is_up(name: str) -> bool:
 class LinkWatcher:
     """Yields ``(all_up, detail)`` whenever the tracked interfaces change."""
 
-    def __init__(self, interfaces: Sequence[str]) -> None:
+    def __init__(self, interfaces: Sequence[str], *, rcvbuf: int = _RCVBUF) -> None:
         self.interfaces = tuple(interfaces)
+        self._rcvbuf = rcvbuf
+        #: Times the kernel reported lost messages (ENOBUFS) and the state was re-read.
+        self.resyncs = 0
 
     def state(self) -> tuple[bool, str]:
         down = [name for name in self.interfaces if not link_is_up(name)]
@@ -50,11 +59,10 @@ class LinkWatcher:
     async def watch(self) -> AsyncGenerator[tuple[bool, str], None]:
         sock = socket.socket(socket.AF_NETLINK, socket.SOCK_RAW | socket.SOCK_NONBLOCK, socket.NETLINK_ROUTE)
         try:
+            with contextlib.suppress(OSError):
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, self._rcvbuf)
             sock.bind((0, RTMGRP_LINK))
-            indexes = set()
-            for name in self.interfaces:
-                with contextlib.suppress(OSError):  # not there (yet): reported down by state()
-                    indexes.add(socket.if_nametoindex(name))
+            names = {name.encode() for name in self.interfaces}
             last = self.state()
             yield last
             while True:
@@ -63,8 +71,16 @@ class LinkWatcher:
                     data = sock.recv(65536)
                 except BlockingIOError:
                     continue
-                if not self._concerns(data, indexes):
-                    continue
+                except OSError as exc:
+                    if exc.errno != errno.ENOBUFS:
+                        raise
+                    # The kernel dropped messages (a burst of link changes): resync from
+                    # the current state instead of trusting what we saw.
+                    self.resyncs += 1
+                    data = b""
+                else:
+                    if not self._concerns(data, names):
+                        continue
                 current = self.state()
                 if current != last:
                     last = current
@@ -73,15 +89,24 @@ class LinkWatcher:
             sock.close()
 
     @staticmethod
-    def _concerns(data: bytes, indexes: set[int]) -> bool:
+    def _concerns(data: bytes, names: set[bytes]) -> bool:
+        """Whether a batch holds a link message about one of ``names`` (matched by
+        ``IFLA_IFNAME``, not by index: a re-created USB NIC, VLAN or bond gets a new
+        index under the same name)."""
         offset = 0
         while offset + _NLMSG.size <= len(data):
             length, kind, _, _, _ = _NLMSG.unpack_from(data, offset)
             if length < _NLMSG.size:
                 break
-            if kind in (RTM_NEWLINK, RTM_DELLINK) and offset + _NLMSG.size + _IFINFO.size <= len(data):
-                _, _, index, _, _ = _IFINFO.unpack_from(data, offset + _NLMSG.size)
-                if not indexes or index in indexes:
-                    return True
+            end = min(offset + length, len(data))
+            if kind in (RTM_NEWLINK, RTM_DELLINK):
+                attr = offset + _NLMSG.size + _IFINFO.size
+                while attr + _RTATTR.size <= end:
+                    alen, akind = _RTATTR.unpack_from(data, attr)
+                    if alen < _RTATTR.size:
+                        break
+                    if akind == IFLA_IFNAME and data[attr + _RTATTR.size : attr + alen].rstrip(b"\0") in names:
+                        return True
+                    attr += (alen + 3) & ~3
             offset += (length + 3) & ~3
         return False

@@ -52,7 +52,9 @@ class GroupSettings:
     fault_holddown: float = 5.0
     quorum: str = "auto"
     key_file: str | None = None
-    track_interface: tuple[str, ...] = ()
+    #: Interfaces whose link this node depends on; ``None`` (the key not set): the
+    #: interfaces that carry the heartbeats, found at start (see ``hasup._iface``).
+    track_interface: tuple[str, ...] | None = None
     #: Raw group secrets, the sending key first (data sync derives its own keys).
     secrets: tuple[bytes, ...] = attrs.field(default=(), repr=False)
 
@@ -311,7 +313,7 @@ def parse_config(text: str, file: str = "<config>") -> Config:
         quorum=group_s.get_str("quorum", "auto", choices=("auto", "majority", "none")),
         key_file=key_file,
         secrets=secrets,
-        track_interface=group_s.get_str_list("track_interface", ()),
+        track_interface=group_s.get_str_list("track_interface", None),
     )
     group_s.finish()
     if any(p.name == node.name for p in peers):

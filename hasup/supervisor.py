@@ -79,6 +79,7 @@ class Supervisor:
         self.probes = list(probes) if probes is not None else config.make_probes(self.backend)
         self._state_file = state_file or StateFile(config.node.state_dir)
         self._driver = Driver(self._state_file, transport)
+        self._own_transport = transport is None
         self._events = EventHub(self._driver.count)
         self._hook_runner = HookRunner(config.notify)
         self.metrics = SupervisorMetrics(config.node.name, lambda: self._driver.running, self.statistics)
@@ -274,8 +275,9 @@ class Supervisor:
                 if self._sync is not None:
                     await tg.start(self._sync.run)
                 tg.start_soon(self._executor.run)
-                if self.config.group.track_interface:
-                    tg.start_soon(track_links, driver, self.config.group.track_interface)
+                tracked = self._tracked_interfaces()
+                if tracked:
+                    tg.start_soon(track_links, driver, tracked)
                 for probe in self.probes:
                     tg.start_soon(probe_loop, driver, probe, self.metrics)
                 if self.config.status.listen is not None:
@@ -295,6 +297,31 @@ class Supervisor:
             self._events.close()
             with anyio.CancelScope(shield=True):
                 await self._close_resources()
+
+    def _tracked_interfaces(self) -> tuple[str, ...]:
+        """``[group] track_interface``, or by default the interfaces that carry the
+        heartbeats (only with hasup's own UDP socket: an injected transport has none)."""
+        group = self.config.group
+        if group.track_interface is not None:
+            return group.track_interface
+        if not self._own_transport:
+            return ()
+        from ._iface import interfaces_for
+
+        try:
+            found = interfaces_for(group.listen[0], [p.address[0] for p in group.peers])
+        except OSError as exc:
+            log.warning(
+                "link tracking off: cannot tell which interface carries the heartbeats (%s); "
+                "set [group] track_interface",
+                exc,
+            )
+            return ()
+        log.info(
+            "tracking link of %s (carries the heartbeats; [group] track_interface = [] turns this off)",
+            ", ".join(found),
+        )
+        return found
 
     async def _close_resources(self) -> None:
         for probe in self.probes:

@@ -517,7 +517,9 @@ def test_unicast_src_ip_advert_preempt_delay_and_clamping(tmp_path: Path, key_fi
     assert [p.address for p in config.group.peers] == [("10.0.0.223", 5405), ("fe80::2", 5405)]
     warned = "\n".join(result.warnings)
     assert f"{path}:{line_of(conf, 'priority 255')}: priority 255 clamped to 254" in warned
-    assert f"{path}:{line_of(conf, 'track_interface')}: track_interface eth0" in warned
+    # keepalived tracked eth0 (track_interface; the instance has no `interface` here): so does hasup
+    assert config.group.track_interface == ("eth0",)
+    assert f"{path}:{line_of(conf, 'eth0 weight -10')}: track_interface eth0 weight -10: the weight is ignored" in warned
     assert f"{path}:{line_of(conf, 'garp_master_delay')}: garp_master_delay" in warned
 
 

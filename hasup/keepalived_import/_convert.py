@@ -276,7 +276,33 @@ class _Importer(Context):
             if clamped != adv:
                 self.warn(s["advert_int"].loc, f"advert_int {adv:g} clamped to {clamped:g}s (hasup: 10 ms .. 60 s)")
             lines.append(f"advert_interval = {duration(clamped)}  # {s['advert_int'].loc}: advert_int")
+        lines.extend(self._tracking(s, iface))
         return lines
+
+    def _tracking(self, s: dict[str, Stmt], iface: str | None) -> list[str]:
+        """keepalived tracks the instance's ``interface`` implicitly (unless
+        ``dont_track_primary``) and every ``track_interface``: so does the output."""
+        names: list[str] = []
+        where: list[str] = []
+        if iface is not None and "dont_track_primary" not in s:
+            names.append(iface)
+            where.append(f"{s['interface'].loc}: interface")
+        if "track_interface" in s:
+            stmt = s["track_interface"]
+            for entry in stmt.need_block():
+                if entry.keyword not in names:
+                    names.append(entry.keyword)
+                if entry.args:
+                    self.warn(
+                        entry.loc,
+                        f"track_interface {entry.keyword} {' '.join(a.text for a in entry.args)}: the weight is "
+                        "ignored; in hasup a tracked link that goes down always stops the service here",
+                    )
+            where.append(f"{stmt.loc}: track_interface")
+        if not names:
+            return []
+        note = "; ".join(where)
+        return [f"track_interface = {quote_list(names)}  # {note} (link down: stop here, the peer takes over)"]
 
     def _unsupported(self, s: dict[str, Stmt]) -> None:
         if "virtual_ipaddress" in s:
@@ -286,14 +312,6 @@ class _Importer(Context):
                 stmt.loc,
                 f"virtual_ipaddress {', '.join(addrs) or '(empty)'}: hasup does not manage virtual IPs yet; "
                 "clients should use the service through its node address or a [[notify]] hook",
-            )
-        if "track_interface" in s:
-            stmt = s["track_interface"]
-            names = [e.keyword for e in stmt.need_block()]
-            self.warn(
-                stmt.loc,
-                f"track_interface {', '.join(names)}: not translated; an always-probe with witness = true "
-                "(e.g. ping the gateway) covers isolation",
             )
 
 
