@@ -162,6 +162,42 @@ def test_service_crash_repeated(default_cluster: Cluster, run: int) -> None:
     test_service_crash_moves_service_fast(default_cluster)
 
 
+# -- link down (default config: no track_interface) ------------------------------------------
+@pytest.mark.parametrize("side", ["switch", "node"])
+def test_link_down_on_holder_default_tracking(cluster: Cluster, side: str) -> None:
+    """The holder's cable pulled (``switch``: carrier lost) or its interface downed
+    (``node``) with the default config: it stops at once (link tracking is on by
+    default), so no 10 ms sample has both serving; the peer serves within one
+    master-down interval plus the service start; after the heal the preferred node is
+    back by itself."""
+    c = cluster
+    assert "track_interface" not in c.hs.config_path(c.a).read_text()
+    md = master_down(c.advert)
+    t_cut = c.obs.mark("link down")
+    c.a.link_down(side)
+    bound = md + SERVICE_START
+    c.obs.wait(lambda: c.obs.serving() == {c.b.name}, timeout=bound + 5, what="only n2 serving")
+    tl = c.obs.timeline()
+    first = tl.first_up(t_cut, [c.b.name])
+    assert first is not None
+    assert first[0] - t_cut <= bound, f"takeover took {first[0] - t_cut:.3f}s > {bound:.3f}s"
+    c.hold(md + 1)  # the link stays down for a while
+    t_heal = c.obs.mark("link up")
+    c.a.link_up(side)
+    c.wait_steady(timeout=30)
+    tl = c.obs.timeline()
+    both = tl.dual_active(t_cut)
+    stopped = tl.first_down(t_cut, c.a.name)
+    back = tl.settled(t_heal, c.a.name)
+    assert stopped is not None and back is not None
+    print(
+        f"link down ({side}, {c.advert}): n1 stopped {stopped - t_cut:.3f}s after the cut, n2 serving "
+        f"{first[0] - t_cut:.3f}s after; dual-active {sum(i.length for i in both):.3f}s; "
+        f"n1 back {back - t_heal:.3f}s after the heal"
+    )
+    assert both == [], f"both nodes served: {both}"
+
+
 # -- frozen supervisor -------------------------------------------------------------------------
 @pytest.mark.slow
 def test_sigstop_master_for_10s(default_cluster: Cluster) -> None:
