@@ -16,7 +16,12 @@ stopped), waits a random 0-1 s, then injects the fault:
   service first, as a systemd-enabled unit would, then keepalived; hasup: start hasup)
   → time until the preferred node is the only one serving, dual-active and gap;
 * ``crash``: kill -9 of the service on the preferred node → time until a service
-  answers again (any node).
+  answers again (any node);
+* ``linkdown``: the preferred node's cable pulled (its switch port down) for 8 s,
+  default configs (keepalived tracks its instance's ``interface``; hasup tracks the
+  interface of its heartbeats by default) → time until the other node serves,
+  dual-active (each node's own service sampled in its namespace), and time after the
+  heal until the preferred node is the sole server again.
 
 Idle CPU % (``/proc/PID/task/*/schedstat``; "+children" adds reaped children such as
 keepalived's ``curl`` checks, from ``/proc/PID/stat`` ticks) and RSS are measured per
@@ -49,7 +54,8 @@ from tests.cluster.keepalived import KeepalivedPair, ensure_keepalived, keepaliv
 from tests.cluster.observer import Observer, Timeline  # noqa: E402
 from tests.cluster.testbed import Node, Testbed, netns_unavailable  # noqa: E402
 
-SCENARIOS = ("nodeloss", "crash", "failback")
+SCENARIOS = ("nodeloss", "crash", "failback", "linkdown")
+LINK_DOWN_SECS = 8.0
 Factory = Callable[[Testbed], Any]
 IMPLS: dict[str, tuple[str, Factory]] = {
     "ka-recipe": ("keepalived recipe (advert 1 s)", lambda bed: KeepalivedPair(bed, "recipe")),
@@ -186,6 +192,14 @@ def run_impl(
                     res.errors.append(f"run {run + 1} nodeloss/failback: {exc}")
                     log(f"{label}: {exc}")
                     reset(impl, obs)
+            if "linkdown" in scenarios:
+                try:
+                    _linkdown(impl, obs, res, rng, a, b)
+                except (TimeoutError, RuntimeError) as exc:
+                    res.errors.append(f"run {run + 1} linkdown: {exc}")
+                    log(f"{label}: {exc}")
+                    a.link_up("switch")
+                reset(impl, obs)
             if "crash" in scenarios:
                 try:
                     _crash(impl, obs, res, rng, a)
@@ -252,6 +266,29 @@ def _crash(impl: Any, obs: Observer, res: ImplResult, rng: random.Random, a: Nod
     res.timelines["crash"] = (tl, t_kill)
 
 
+def _linkdown(impl: Any, obs: Observer, res: ImplResult, rng: random.Random, a: Node, b: Node) -> None:
+    ensure_steady(impl, obs)
+    obs.clear()
+    time.sleep(rng.uniform(0, 1))
+    t_cut = obs.mark("link down")
+    a.link_down("switch")
+    try:
+        obs.wait(lambda: b.name in obs.serving(), timeout=40, what=f"{b.name} serving after link down")
+        end = t_cut + LINK_DOWN_SECS
+        obs.wait(lambda: time.monotonic() >= end, timeout=LINK_DOWN_SECS + 5, what="link-down duration")
+    finally:
+        t_heal = obs.mark("link up")
+        a.link_up("switch")
+    settled = obs.wait_serving({a.name}, timeout=60, hold=1.5)
+    tl = obs.timeline()
+    first = tl.first_up(t_cut, [b.name])
+    assert first is not None
+    res.add("linkdown_s", first[0] - t_cut)
+    res.add("linkdown_dual_ms", 1000 * sum(i.length for i in tl.dual_active(t_cut, t_heal)))
+    res.add("linkdown_back_s", settled - t_heal if (s := tl.settled(t_heal, a.name)) is None else s - t_heal)
+    res.timelines["linkdown"] = (tl, t_cut)
+
+
 # -- report ---------------------------------------------------------------------------------
 ROWS = [
     ("nodeloss_s", "node loss → other node serving (s)", "s"),
@@ -261,6 +298,9 @@ ROWS = [
     ("failback_s", "failback → preferred node sole server (s)", "s"),
     ("failback_dual_ms", "failback: dual-active (ms)", "ms"),
     ("failback_gap_ms", "failback: no-service gap (ms)", "ms"),
+    ("linkdown_s", "link down (8 s) → other node serving (s)", "s"),
+    ("linkdown_dual_ms", "link down: dual-active (ms)", "ms"),
+    ("linkdown_back_s", "link up → preferred node sole server again (s)", "s"),
 ]
 
 
@@ -349,7 +389,7 @@ def _panel_data(tl: Timeline, t0: float, span: tuple[float, float]) -> dict[str,
 def render_timelines(results: list[ImplResult], outdir: Path, scenarios: Sequence[str]) -> list[Path]:
     outdir.mkdir(parents=True, exist_ok=True)
     written = []
-    spans = {"nodeloss": (-1.0, 5.0), "crash": (-1.0, 16.0), "failback": (-1.0, 6.0)}
+    spans = {"nodeloss": (-1.0, 5.0), "crash": (-1.0, 16.0), "failback": (-1.0, 6.0), "linkdown": (-1.0, 14.0)}
     for scenario in scenarios:
         panels = [(IMPLS[r.key][0], *r.timelines[scenario]) for r in results if scenario in r.timelines]
         if not panels:
@@ -364,7 +404,12 @@ def render_timelines(results: list[ImplResult], outdir: Path, scenarios: Sequenc
     return written
 
 
-_EVENT = {"nodeloss": "kill -9 node", "crash": "kill -9 service", "failback": "boot preferred node"}
+_EVENT = {
+    "nodeloss": "kill -9 node",
+    "crash": "kill -9 service",
+    "failback": "boot preferred node",
+    "linkdown": "cable pulled for 8 s",
+}
 
 
 def _render_png(scenario: str, data: list[tuple[str, dict[str, Any]]], span: tuple[float, float], outdir: Path) -> Path:

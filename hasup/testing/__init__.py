@@ -1,6 +1,9 @@
 """Public test helpers, so that embedders can test their own code against hasup.
 
-* :class:`NodeCluster` — election cores on a simulated network and virtual clock.
+* :class:`NodeCluster` — election cores on a simulated network and virtual clock;
+  with :class:`FakeCoordinator` (leader election on a lease) and
+  :class:`FakeSyncEngine` (data-sync engines) it also executes the cores' coordinator
+  and sync actions. :class:`SimHost` is what such fakes need from the simulation.
 * :class:`MemoryNetwork`, :class:`MockBackend`, :class:`MemoryStateFile` — in-memory
   I/O for :class:`~hasup.Supervisor` tests on a mock clock.
 * :func:`supervisor_harness`, :func:`config_text`, :func:`wait_for` — boot, kill and
@@ -10,7 +13,10 @@
 """
 
 from ._cluster import ClusterEvent, NodeCluster, SimNode
+from ._coordinator import FakeCoordinator, Tenure
+from ._fakesync import FakeSyncEngine, PullRecord
 from ._harness import TEST_KEY, SupervisorHarness, config_text, pair_configs, supervisor_harness, toml_value
+from ._host import NodeInput, SimHost
 from ._memory import MemoryNetwork, MemoryStateFile, MemoryTransport, MockBackend
 from ._subprocess import (
     AnswerSampler,
@@ -26,12 +32,18 @@ from ._wait import wait_for, wait_until
 
 __all__ = [
     "ClusterEvent",
+    "FakeCoordinator",
+    "FakeSyncEngine",
     "MemoryNetwork",
     "MemoryStateFile",
     "MemoryTransport",
     "MockBackend",
     "NodeCluster",
+    "NodeInput",
+    "PullRecord",
+    "SimHost",
     "SimNode",
+    "Tenure",
     "TEST_KEY",
     "AnswerSampler",
     "HasupProcess",

@@ -4,6 +4,11 @@ Like h11's ``ConnectionPair``, but for a group: it shuttles datagrams between
 :class:`~hasup.protocol.Node` objects, executes their actions with configurable
 durations, and records when each node's service was active, so tests can ask
 "which nodes had the service active during [t0, t1]?".
+
+With a :class:`~hasup.testing.FakeCoordinator` and/or a
+:class:`~hasup.testing.FakeSyncEngine` it also routes the cores' coordinator actions
+(``Campaign``, ``Resign``) and data-sync actions (``SyncRole``, ``PullData``) to them;
+without, those actions are only logged.
 """
 
 from __future__ import annotations
@@ -14,67 +19,47 @@ import random
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
-import attrs
-
 from ..protocol import (
+    Action,
     Alarm,
+    Campaign,
+    ConfigWarning,
     CoreConfig,
     KeyRing,
     Node,
     Notify,
     PeerSpec,
     Persist,
-    PersistentState,
     ProbeSpec,
+    PullData,
+    Resign,
     ServiceStatus,
     StartService,
     State,
     StopService,
+    SyncRole,
 )
 from ..protocol._config import Address
+from ._coordinator import FakeCoordinator
+from ._fakesync import FakeSyncEngine
+from ._host import NodeInput
+from ._observe import ClusterEvent, ClusterView, SimNode
 
 __all__ = ["ClusterEvent", "NodeCluster", "SimNode"]
 
 
-@attrs.define
-class ClusterEvent:
-    """Something that happened in the cluster, for assertions and debugging."""
-
-    time: float
-    node: str
-    kind: str  # "notify", "start", "started", "stop", "stopped", "alarm", "kill", "restart", ...
-    detail: str = ""
-    state: State | None = None
-    #: For "notify": the state the node left (equal to ``state`` for a re-notification).
-    previous: State | None = None
-
-
-@attrs.define
-class SimNode:
-    """One simulated machine: an election core plus a service."""
-
-    name: str
-    config: CoreConfig
-    address: Address
-    node: Node | None = None
-    persisted: PersistentState | None = None
-    up: bool = True
-    running: bool = False
-    active_since: float | None = None
-    intervals: list[tuple[float, float]] = attrs.field(factory=list)
-    busy_until: float = 0.0
-    timer_token: int = 0
-    boots: int = 0
-    start_ok: bool = True
-    stop_ok: bool = True
-
-
-class NodeCluster:
+class NodeCluster(ClusterView):
     """A group of election cores on a simulated network and virtual clock.
 
     ``nodes`` is a sequence of ``(name, priority)`` or of ready :class:`CoreConfig`.
     Every datagram takes ``delay`` seconds (plus ``jitter``); ``loss`` drops a fraction.
     ``start_time``/``stop_time`` are how long the simulated service takes to start/stop.
+
+    ``coordinator`` executes the cores' ``Campaign``/``Resign`` (the generated configs
+    get ``external_leader=True`` and ``coordinator_timeout`` = its ``request_timeout``);
+    ``sync`` executes ``SyncRole``/``PullData`` (they get ``takeover_needs_sync=True``).
+    Ready :class:`CoreConfig` objects are used as they are. The cluster is the fakes'
+    :class:`~hasup.testing.SimHost`.
     """
 
     def __init__(
@@ -91,9 +76,18 @@ class NodeCluster:
         group: int = 51,
         key: bytes = b"k" * 32,
         probes: Sequence[ProbeSpec] = (),
+        coordinator: FakeCoordinator | None = None,
+        sync: FakeSyncEngine | None = None,
         **core_options: Any,
     ) -> None:
         self.now = 0.0
+        self.coordinator = coordinator
+        self.sync = sync
+        if coordinator is not None:
+            core_options.setdefault("external_leader", True)
+            core_options.setdefault("coordinator_timeout", coordinator.request_timeout)
+        if sync is not None:
+            core_options.setdefault("takeover_needs_sync", True)
         self.delay = delay
         self.jitter = jitter
         self.loss = loss
@@ -101,7 +95,8 @@ class NodeCluster:
         self.stop_time = stop_time
         self.rng = random.Random(seed)
         self.events: list[ClusterEvent] = []
-        self._queue: list[tuple[float, int, Callable[[], None]]] = []
+        self.action_log: list[tuple[float, str, Action]] = []
+        self._queue: list[tuple[float, int, Callable[[], object]]] = []
         self._seq = itertools.count()
         self._blocked: set[tuple[str, str]] = set()  # (src, dst) pairs that drop
         self._epoch_clock = 1_000
@@ -124,13 +119,17 @@ class NodeCluster:
                 )
             self.sims[config.name] = SimNode(config.name, config, addresses[config.name])
         self._by_address = {s.address: s for s in self.sims.values()}
+        if coordinator is not None:
+            coordinator.attach(self)
+        if sync is not None:
+            sync.attach(self)
 
     @staticmethod
     def _name(spec: tuple[str, int] | CoreConfig) -> str:
         return spec.name if isinstance(spec, CoreConfig) else spec[0]
 
     # ------------------------------------------------------------------ scheduling
-    def _at(self, when: float, fn: Callable[[], None]) -> None:
+    def _at(self, when: float, fn: Callable[[], object]) -> None:
         heapq.heappush(self._queue, (when, next(self._seq), fn))
 
     def run_until(self, t: float) -> None:
@@ -178,20 +177,20 @@ class NodeCluster:
             sim,
             lambda n: n.service_status(ServiceStatus.RUNNING if sim.running else ServiceStatus.STOPPED, self.now),
         )
+        for fake in self._fakes():
+            fake.node_up(sim.name, sim.boots)
 
     def kill(self, name: str) -> None:
         """Power off: the node and its service vanish at once."""
         sim = self.sims[name]
-        sim.up = False
-        sim.node = None
+        self._down(sim)
         self._service_down(sim)
         self._log(sim, "kill")
 
     def crash_supervisor(self, name: str) -> None:
         """kill -9 of hasup only: the service keeps running."""
         sim = self.sims[name]
-        sim.up = False
-        sim.node = None
+        self._down(sim)
         self._log(sim, "crash")
 
     def restart(self, name: str) -> None:
@@ -243,60 +242,43 @@ class NodeCluster:
         self._blocked.add((src, dst))
 
     def heal(self) -> None:
+        """Undo every partition and block (and every cut from the coordinator)."""
         self._blocked.clear()
+        if self.coordinator is not None:
+            self.coordinator.restore_all()
 
     @property
     def connected(self) -> bool:
         return not self._blocked
 
-    # ------------------------------------------------------------------ observation
-    def node(self, name: str) -> Node:
-        node = self.sims[name].node
-        assert node is not None, f"{name} is down"
-        return node
+    # ------------------------------------------------------------------ SimHost (for the fakes)
+    @property
+    def names(self) -> list[str]:
+        return list(self.sims)
 
-    def states(self) -> dict[str, State | None]:
-        return {n: (s.node.state if s.node else None) for n, s in self.sims.items()}
+    def call_at(self, when: float, fn: Callable[[], object]) -> None:
+        """Run ``fn`` at virtual time ``when`` (not before now)."""
+        self._at(max(when, self.now), fn)
 
-    def masters(self) -> list[str]:
-        return [n for n, s in self.sims.items() if s.node is not None and s.node.state == State.MASTER]
-
-    def active_nodes(self) -> list[str]:
-        """Nodes whose service is active now (start issued, not yet confirmed stopped)."""
-        return [n for n, s in self.sims.items() if s.active_since is not None]
-
-    def intervals(self, name: str) -> list[tuple[float, float]]:
+    def incarnation(self, name: str) -> int | None:
         sim = self.sims[name]
-        spans = list(sim.intervals)
-        if sim.active_since is not None:
-            spans.append((sim.active_since, float("inf")))
-        return spans
+        return sim.boots if sim.up and sim.node is not None else None
 
-    def active_during(self, t0: float, t1: float) -> set[str]:
-        """Nodes that had the service active at some moment in ``[t0, t1]``."""
-        return {n for n in self.sims if any(a <= t1 and b >= t0 for a, b in self.intervals(n))}
+    def deliver(self, name: str, incarnation: int, fn: NodeInput) -> bool:
+        sim = self.sims[name]
+        if self.incarnation(name) != incarnation:
+            return False
+        self._input(sim, lambda n: fn(n, self.now))
+        return True
 
-    def overlaps(self, since: float = 0.0) -> list[tuple[float, float, str, str]]:
-        """Every interval after ``since`` where two services were active at once."""
-        found = []
-        names = list(self.sims)
-        for i, a in enumerate(names):
-            for b in names[i + 1 :]:
-                for a0, a1 in self.intervals(a):
-                    for b0, b1 in self.intervals(b):
-                        lo, hi = max(a0, b0, since), min(a1, b1)
-                        if lo < hi:
-                            found.append((lo, hi, a, b))
-        return found
+    def service_running(self, name: str) -> bool:
+        return self.sims[name].active_since is not None
 
-    def notifications(self, name: str | None = None) -> list[ClusterEvent]:
-        return [e for e in self.events if e.kind == "notify" and (name is None or e.node == name)]
+    def can_reach(self, src: str, dst: str) -> bool:
+        return (src, dst) not in self._blocked
 
-    def first(self, kind: str, name: str | None = None, after: float = 0.0) -> ClusterEvent | None:
-        return next(
-            (e for e in self.events if e.kind == kind and e.time >= after and (name is None or e.node == name)),
-            None,
-        )
+    def record(self, name: str, kind: str, detail: str = "") -> None:
+        self._log(self.sims[name], kind, detail)
 
     # ------------------------------------------------------------------ internals
     def _log(
@@ -308,6 +290,17 @@ class NodeCluster:
         previous: State | None = None,
     ) -> None:
         self.events.append(ClusterEvent(self.now, sim.name, kind, detail, state, previous))
+
+    def _fakes(self) -> list[FakeCoordinator | FakeSyncEngine]:
+        return [f for f in (self.coordinator, self.sync) if f is not None]
+
+    def _down(self, sim: SimNode) -> None:
+        """The node's hasup is gone (its service may live on)."""
+        if sim.up:
+            for fake in self._fakes():
+                fake.node_down(sim.name, sim.boots)
+        sim.up = False
+        sim.node = None
 
     def _service_up(self, sim: SimNode) -> None:
         sim.running = True
@@ -360,8 +353,11 @@ class NodeCluster:
 
         self._at(self.now + delay, deliver)
 
-    def _execute(self, sim: SimNode, node: Node, action: object) -> None:
-        if isinstance(action, Notify):
+    def _execute(self, sim: SimNode, node: Node, action: Action) -> None:
+        self.action_log.append((self.now, sim.name, action))
+        if isinstance(action, Campaign | Resign | SyncRole | PullData | ConfigWarning):
+            self._route(sim, action)
+        elif isinstance(action, Notify):
             self._log(sim, "notify", action.reason, action.state, action.previous)
         elif isinstance(action, Persist):
             sim.persisted = action.state
@@ -400,3 +396,25 @@ class NodeCluster:
                 self._input(sim, lambda n: n.action_result(action, ok, self.now, "" if ok else "simulated"))
 
             self._at(sim.busy_until, stopped)
+
+    def _route(self, sim: SimNode, action: Campaign | Resign | SyncRole | PullData | ConfigWarning) -> None:
+        """Coordinator and sync actions go to the fakes (only logged without them)."""
+        coordinator, sync = self.coordinator, self.sync
+        if isinstance(action, Campaign):
+            self._log(sim, "campaign", action.reason)
+            if coordinator is not None:
+                coordinator.campaign(sim.name, sim.boots, action)
+        elif isinstance(action, Resign):
+            self._log(sim, "resign", f"{'held' if action.held else 'withdrawn'}: {action.reason}")
+            if coordinator is not None:
+                coordinator.resign(sim.name, sim.boots, action)
+        elif isinstance(action, SyncRole):
+            self._log(sim, "sync-role", action.role if action.peer is None else f"{action.role} {action.peer}")
+            if sync is not None:
+                sync.apply_role(sim.name, sim.boots, action)
+        elif isinstance(action, PullData):
+            self._log(sim, "pull", action.peer)
+            if sync is not None:
+                sync.pull(sim.name, sim.boots, action)
+        else:
+            self._log(sim, "warning", action.detail)
