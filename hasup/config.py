@@ -387,8 +387,8 @@ def parse_config(text: str, file: str = "<config>") -> Config:
         return config
     return attrs.evolve(
         config,
-        start_timeout=float(getattr(backend, "start_timeout", 60.0)),
-        stop_timeout=float(getattr(backend, "stop_timeout", 30.0)),
+        start_timeout=backend.start_timeout,
+        stop_timeout=backend.stop_timeout,
     )
 
 

@@ -43,6 +43,11 @@ class ServiceBackend(AsyncResource):
     kind: ClassVar[str] = ""
     #: Poll period of the default :meth:`watch`.
     poll_interval: float = 1.0
+    #: How long :meth:`start` may take before it counts as failed (the supervisor's
+    #: bound around it, and the core's ``start_timeout``); backends set their own.
+    start_timeout: float = 60.0
+    #: How long the service gets to exit on :meth:`stop` before it is killed.
+    stop_timeout: float = 30.0
 
     @classmethod
     def from_config(cls, section: Section) -> Self:
