@@ -22,14 +22,18 @@ from ._hooks import HookEvent, HookRunner
 from ._leadership import LeaderLink
 from ._metrics import SupervisorMetrics
 from ._syncrunner import SyncRunner
+from ._vip import VipManager
 from .backends import ServiceBackend
 from .protocol import (
     Action,
+    AddVips,
     Alarm,
+    AnnounceVips,
     Campaign,
     ConfigWarning,
     Notify,
     PullData,
+    RemoveVips,
     Resign,
     StartService,
     State,
@@ -64,6 +68,7 @@ class Executor:
         identity: tuple[str, int],
         leadership: LeaderLink | None = None,
         sync: SyncRunner | None = None,
+        vips: VipManager | None = None,
     ) -> None:
         self._driver = driver
         self._backend = backend
@@ -74,6 +79,7 @@ class Executor:
         self._identity = identity  # (node name, group id) for notify hooks
         self._leadership = leadership
         self._sync = sync
+        self._vips = vips
         self._claimed_at: float | None = None
 
     async def run(self) -> None:
@@ -102,8 +108,25 @@ class Executor:
         elif isinstance(action, PullData):
             assert self._sync is not None
             self._sync.pull(action)
+        elif isinstance(action, AddVips | RemoveVips | AnnounceVips):
+            await self._on_vips(action)
         elif isinstance(action, ConfigWarning):
             log.warning("%s", action.detail)
+
+    async def _on_vips(self, action: AddVips | RemoveVips | AnnounceVips) -> None:
+        assert self._vips is not None
+        if isinstance(action, RemoveVips):
+            self._vips.remove()
+        elif isinstance(action, AnnounceVips):
+            log.info("announcing the virtual IPs again: %s", action.reason)
+            self._vips.announce()
+        else:
+            try:
+                self._vips.add()
+            except OSError as exc:
+                log.error("%s", exc.strerror or exc)
+                detail = str(exc.strerror or exc)
+                await self._driver.input(lambda n, now: n.action_result(action, False, now, detail))
 
     async def _run_backend(
         self, action: StartService | StopService, call: Callable[[], Awaitable[None]], limit: float

@@ -19,6 +19,7 @@ from ._addr import parse_address
 from ._errors import ConfigError
 from ._hooks import NotifyHook, parse_hooks
 from ._section import Section, Source
+from ._vipconfig import VipSettings, parse_vips
 from .backends import ServiceBackend, load_backend_class
 from .probes import Probe, ProbeOptions, load_probe_class
 from .protocol import Address, CoreConfig, KeyRing, PeerSpec
@@ -89,6 +90,8 @@ class Config:
     coordinator: Mapping[str, Any] | None = None
     start_timeout: float = 60.0
     stop_timeout: float = 30.0
+    #: ``[[vip]]``: virtual IP addresses that follow the service.
+    vips: tuple[VipSettings, ...] = ()
     warnings: tuple[str, ...] = ()
     text: str = ""
 
@@ -113,6 +116,7 @@ class Config:
             quorum=self.group.quorum,
             external_leader=self.coordinator is not None,
             takeover_needs_sync=bool(self.sync),
+            vips=bool(self.vips),
             probes=tuple(p.options.spec() for p in self.probes),
         )
 
@@ -337,6 +341,7 @@ def parse_config(text: str, file: str = "<config>") -> Config:
         probes.append(ProbeEntry(options, kind, sub.data()))
 
     notify = parse_hooks(root.get_tables("notify"))
+    vips = parse_vips(root.get_tables("vip"), listen, peers)
 
     sync_tables = tuple(sub.data() for sub in root.get_tables("sync"))
     if sync_tables and not secrets:
@@ -375,6 +380,7 @@ def parse_config(text: str, file: str = "<config>") -> Config:
         notify=notify,
         coordinator=coordinator,
         sync=sync_tables,
+        vips=vips,
         warnings=tuple(warnings),
         text=text,
     )

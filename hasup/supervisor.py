@@ -99,6 +99,11 @@ class Supervisor:
                 node_name=config.node.name,
                 state_dir=config.node.state_dir,
             )
+        self._vips = None
+        if config.vips:
+            from ._vip import VipManager
+
+            self._vips = VipManager(config.vips)
         self._executor = Executor(
             self._driver,
             self.backend,
@@ -109,6 +114,7 @@ class Supervisor:
             identity=(config.node.name, config.group.id),
             leadership=self._leadership,
             sync=self._sync,
+            vips=self._vips,
         )
         self._stack: AsyncExitStack | None = None
         self._stopped = anyio.Event()
@@ -179,6 +185,8 @@ class Supervisor:
         data["backend"] = self.backend.describe()
         if self._sync is not None:
             data["sync"] = self._sync.status()
+        if self._vips is not None:
+            data["vips"] = self._vips.status()
         data["statistics"] = self.statistics()
         data.pop("counters", None)
         return data
@@ -245,6 +253,8 @@ class Supervisor:
     async def run(self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
         """Run until :meth:`shutdown` completes (or the surrounding scope is cancelled)."""
         driver = self._driver
+        if self._vips is not None:
+            self._vips.prepare()  # devices and capabilities, before anything is bound
         core = await self._resolved_core_config()
         epoch, persisted = await driver.boot(core, self.config.group.listen)
         notifier = SystemdNotifier.from_environment() if self._notify_systemd else None
@@ -274,6 +284,8 @@ class Supervisor:
                     await tg.start(self._leadership.run)
                 if self._sync is not None:
                     await tg.start(self._sync.run)
+                if self._vips is not None:
+                    await tg.start(self._vips.run)
                 tg.start_soon(self._executor.run)
                 tracked = self._tracked_interfaces()
                 if tracked:

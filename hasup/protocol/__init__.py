@@ -5,13 +5,16 @@ Everything here is deterministic given its inputs, each of which carries ``now``
 
 from ._actions import (
     Action,
+    AddVips,
     Alarm,
+    AnnounceVips,
     Campaign,
     ConfigWarning,
     Notify,
     Persist,
     PersistentState,
     PullData,
+    RemoveVips,
     Resign,
     StartService,
     StopService,
@@ -27,6 +30,8 @@ from ._wire import Drop, Flag, Heartbeat, KeyRing, decode, derive_key, encode
 __all__ = [
     "TRANSITIONS",
     "Action",
+    "AddVips",
+    "AnnounceVips",
     "Address",
     "Alarm",
     "Campaign",
@@ -45,6 +50,7 @@ __all__ = [
     "PersistentState",
     "ProbeSpec",
     "PullData",
+    "RemoveVips",
     "Resign",
     "ServiceStatus",
     "StartService",

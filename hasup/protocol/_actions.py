@@ -10,13 +10,16 @@ from ._enums import State
 
 __all__ = [
     "Action",
+    "AddVips",
     "Alarm",
+    "AnnounceVips",
     "Campaign",
     "ConfigWarning",
     "Notify",
     "Persist",
     "PersistentState",
     "PullData",
+    "RemoveVips",
     "Resign",
     "StartService",
     "StopService",
@@ -130,10 +133,52 @@ class PullData:
 
 
 @attrs.frozen
+class AddVips:
+    """Add the virtual IP addresses (``[[vip]]``) and announce them (gratuitous ARP /
+    unsolicited NA). Emitted once the service start is confirmed and the node is
+    MASTER; report a failure with ``Node.action_result(action, False, now)``: the node
+    then faults (a holder that clients cannot reach must not keep the service)."""
+
+    reason: str
+
+
+@attrs.frozen
+class RemoveVips:
+    """Remove the virtual IP addresses. Emitted before every :class:`StopService` of a
+    holder (so clients never reach a node whose service is stopping), at once on
+    FAULT, and at start-up by a node that does not hold the service (a left-over copy
+    from a crash)."""
+
+    reason: str
+
+
+@attrs.frozen
+class AnnounceVips:
+    """Send the gratuitous ARP / unsolicited NA again (a split brain was resolved in
+    this node's favour: clients may have learnt the other node's MAC)."""
+
+    reason: str
+
+
+@attrs.frozen
 class ConfigWarning:
     """A configuration that works but probably not as intended (log it once)."""
 
     detail: str
 
 
-Action = StartService | StopService | Notify | Persist | Alarm | Campaign | Resign | SyncRole | PullData | ConfigWarning
+Action = (
+    StartService
+    | StopService
+    | Notify
+    | Persist
+    | Alarm
+    | Campaign
+    | Resign
+    | SyncRole
+    | PullData
+    | AddVips
+    | RemoveVips
+    | AnnounceVips
+    | ConfigWarning
+)

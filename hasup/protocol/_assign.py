@@ -12,7 +12,7 @@ The supervisor executes these like any other action and reports back through
 
 from __future__ import annotations
 
-from ._actions import Campaign, ConfigWarning, PullData, Resign, SyncRole
+from ._actions import AddVips, Campaign, ConfigWarning, PullData, Resign, SyncRole
 from ._decisions import _Decisions
 from ._enums import ServiceStatus, State
 from ._peers import PeerView
@@ -28,8 +28,26 @@ class _Assignments(_Decisions):
             self._coordinate(now)
         if self.config.takeover_needs_sync:
             self._assign_sync(now)
+        if self.config.vips:
+            self._assign_vips()
         if not self._warned_preempt:
             self._check_preempt_setting()
+
+    # ---------------------------------------------------------------- virtual IPs
+    def _assign_vips(self) -> None:
+        """Add the virtual IPs once the start is confirmed; remove them whenever this
+        node stops serving (``_stop`` already removed them before a StopService), and
+        at start-up when it is not the holder (a left-over copy from a crash)."""
+        serving = self._state == State.MASTER and self._service is ServiceStatus.RUNNING and self._pending is None
+        if serving and self._vips_held is not True:
+            self._vips_held = True
+            self._actions.append(AddVips("service running"))
+        elif not serving and self._vips_held is not False:
+            if self._vips_held is None and self._state == State.INIT and self._resume_candidate:
+                return  # the holder before a restart of hasup: keep them until it is decided
+            if self._state == State.STOPPING and self._hold > 0 and self._service is ServiceStatus.RUNNING:
+                return  # leaving the service running (reload, upgrade): the addresses stay with it
+            self._remove_vips("not serving" if self._vips_held else "start-up: not the holder")
 
     # ---------------------------------------------------------------- leadership
     def _coordinate(self, now: float) -> None:

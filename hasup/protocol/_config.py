@@ -76,6 +76,9 @@ class CoreConfig:
     #: preempting node first pulls the holder's data (``PullData`` /
     #: ``Node.sync_result``) so that no edit is lost on failback.
     takeover_needs_sync: bool = False
+    #: Virtual IP addresses are configured (``[[vip]]``): the core emits
+    #: ``AddVips``/``RemoveVips``/``AnnounceVips`` around the service.
+    vips: bool = False
 
     @property
     def group_size(self) -> int:

@@ -14,6 +14,7 @@ from ._actions import (
     Notify,
     Persist,
     PersistentState,
+    RemoveVips,
     StartService,
     StopService,
     SyncRole,
@@ -104,6 +105,9 @@ class _NodeBase:
         #: Opaque data-sync generations carried in heartbeats (``Node.sync_generation``).
         self._sync_wire = b""
         self._sync_role = SyncRole("idle")
+        #: Whether this node's virtual IPs are in place (``None``: unknown at start-up,
+        #: a left-over copy may exist); only with ``config.vips``.
+        self._vips_held: bool | None = None
         self._pull_in_flight = False
         self._warned_preempt = False
         self._needs_sync = False
@@ -301,9 +305,15 @@ class _NodeBase:
     def _stop(self, now: float, reason: str) -> None:
         if isinstance(self._pending, StopService):
             return
+        self._remove_vips(reason)  # clients must not reach a service that is stopping
         action = StopService(reason)
         self._pending = action
         self._actions.append(action)
+
+    def _remove_vips(self, reason: str) -> None:
+        if self.config.vips and self._vips_held is not False:
+            self._vips_held = False
+            self._actions.append(RemoveVips(reason))
 
     def _fault(self, now: float, reason: str) -> None:
         if self._state in (State.FAULT, State.STOPPING):
@@ -317,6 +327,7 @@ class _NodeBase:
         self._holddown_until = now + hold
         self._set_state(Event.FAULT, now, reason)
         self._persist(now)
+        self._remove_vips(reason)
         if self.holder and not self._stop_unconfirmed:
             self._stop(now, reason)
 

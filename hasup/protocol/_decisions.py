@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-from ._actions import (
-    Notify,
-)
+from ._actions import AnnounceVips, Notify
 from ._core import _RESIGNING, INF, _NodeBase
 from ._enums import ServiceStatus, State
 from ._peers import PeerView
@@ -154,6 +152,8 @@ class _Decisions(_NodeBase):
             self._renotify = False
             self._clear_alarm("one_way_loss")
             self._actions.append(Notify(State.MASTER, State.MASTER, self._term, "split brain resolved"))
+            if self._vips_held:
+                self._actions.append(AnnounceVips("split brain resolved"))
         return False
 
     def _decide_init(self, live: list[PeerView], now: float) -> None:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from ._actions import (
     Action,
+    AddVips,
     Resign,
     StartService,
     StopService,
@@ -120,7 +121,13 @@ class Node(_Assignments):
         self._update(now)
 
     def action_result(self, action: Action, ok: bool, now: float, detail: str = "") -> None:
-        """The outcome of a :class:`StartService` or :class:`StopService` action."""
+        """The outcome of a :class:`StartService`, :class:`StopService` or
+        :class:`AddVips` action (a virtual IP that cannot be added faults the node)."""
+        if isinstance(action, AddVips):
+            if not ok and self._vips_held:
+                self._fault(now, f"virtual IP not added: {detail}" if detail else "virtual IP not added")
+                self._update(now)
+            return
         if action is not self._pending:
             return
         self._pending = None
