@@ -73,12 +73,14 @@ def _toml(value: Any) -> str:
     raise TypeError(value)
 
 
-def render_config(sections: dict[str, dict[str, Any]]) -> str:
+def render_config(sections: dict[str, Any]) -> str:
+    """TOML text: a dict is a table, a list of dicts an array of tables (``[[vip]]``)."""
     out = []
     for name, table in sections.items():
-        out.append(f"[{name}]")
-        out.extend(f"{key} = {_toml(val)}" for key, val in table.items() if val is not None)
-        out.append("")
+        for entry, header in [(t, f"[[{name}]]") for t in table] if isinstance(table, list) else [(table, f"[{name}]")]:
+            out.append(header)
+            out.extend(f"{key} = {_toml(val)}" for key, val in entry.items() if val is not None)
+            out.append("")
     return "\n".join(out)
 
 
@@ -94,7 +96,7 @@ class HasupCluster:
         advert_interval: str = "1s",
         preempt: bool = True,
         nodes: list[Node] | None = None,
-        extra: dict[str, dict[str, Any]] | None = None,
+        extra: dict[str, Any] | None = None,
         python: str = sys.executable,
         tag: str | None = None,
     ) -> None:
@@ -160,7 +162,10 @@ class HasupCluster:
             "status": {"listen": f"127.0.0.1:{STATUS_PORT}"},
         }
         for name, table in self.extra.items():
-            sections.setdefault(name, {}).update(table)
+            if isinstance(table, list):
+                sections[name] = list(table)  # an array of tables ([[vip]])
+            else:
+                sections.setdefault(name, {}).update(table)
         return sections
 
     def write_config(self, node: Node, **overrides: dict[str, Any]) -> Path:
