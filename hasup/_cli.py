@@ -18,6 +18,7 @@ import anyio
 from ._addr import format_address
 from ._errors import ConfigError, HasupError
 from ._version import __version__
+from ._vipconfig import check_devices
 from .config import Config, load_config
 
 __all__ = ["main"]
@@ -57,6 +58,7 @@ def _fail(message: str, code: int = 2) -> int:
 
 def _load(path: str) -> Config:
     config = load_config(path)
+    check_devices(config.vips)  # a [[vip]] device this host lacks: a located config error
     for warning in config.warnings:
         log.warning("%s", warning)
     return config
@@ -152,6 +154,8 @@ def cmd_run(args: argparse.Namespace) -> int:
 def cmd_check(args: argparse.Namespace) -> int:
     try:
         config = load_config(args.config)
+        if not args.offline:
+            check_devices(config.vips)
         if config.backend_kind == "callback":
             config.make_backend()  # raises the explanation
     except ConfigError as exc:
@@ -191,6 +195,10 @@ def cmd_check(args: argparse.Namespace) -> int:
                 "rise": p.options.rise,
             }
             for p in config.probes
+        ],
+        "vips": [
+            {"address": v.interface.with_prefixlen, "device": v.device, "label": v.label, "garp_repeat": v.garp_repeat}
+            for v in config.vips
         ],
         "status": None if config.status.listen is None else format_address(*config.status.listen),
         "sync": [

@@ -8,6 +8,7 @@ heartbeat counters are read from the core at scrape time by a custom collector.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator, Mapping
+from typing import Any
 
 import anyio
 from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
@@ -30,6 +31,8 @@ class SupervisorMetrics:
         name: str,
         core: Callable[[], Node | None],
         statistics: Callable[[], Mapping[str, float]],
+        *,
+        vips: Callable[[], list[dict[str, Any]]] | None = None,
     ) -> None:
         self.registry = CollectorRegistry()
         node = name
@@ -63,7 +66,7 @@ class SupervisorMetrics:
             buckets=_LATENCY,
             registry=self.registry,
         )
-        self.registry.register(_CoreCollector(name, core, statistics))
+        self.registry.register(_CoreCollector(name, core, statistics, vips))
         self._node = node
 
     def transition(self, previous: State, state: State) -> None:
@@ -87,11 +90,16 @@ class _CoreCollector(Collector):
     """Values owned by the core, read at scrape time."""
 
     def __init__(
-        self, name: str, core: Callable[[], Node | None], statistics: Callable[[], Mapping[str, float]]
+        self,
+        name: str,
+        core: Callable[[], Node | None],
+        statistics: Callable[[], Mapping[str, float]],
+        vips: Callable[[], list[dict[str, Any]]] | None = None,
     ) -> None:
         self._name = name
         self._core = core
         self._statistics = statistics
+        self._vips = vips
 
     def collect(self) -> Iterator[Metric]:
         node = self._name
@@ -108,6 +116,13 @@ class _CoreCollector(Collector):
         for st in ServiceStatus:
             service.add_metric([node, st.value], 1 if current is st else 0)
         yield service
+        if self._vips is not None:
+            held = GaugeMetricFamily(
+                "hasup_vip_held", "1 while this node holds the virtual IP", labels=["node", "address", "device"]
+            )
+            for vip in self._vips():
+                held.add_metric([node, vip["address"], vip["device"]], 1 if vip["held"] else 0)
+            yield held
         if core is None:
             return
         yield GaugeMetricFamily("hasup_effective_priority", "Effective priority", value=core.effective_priority)

@@ -82,7 +82,17 @@ class Supervisor:
         self._own_transport = transport is None
         self._events = EventHub(self._driver.count)
         self._hook_runner = HookRunner(config.notify)
-        self.metrics = SupervisorMetrics(config.node.name, lambda: self._driver.running, self.statistics)
+        self._vips = None
+        if config.vips:
+            from ._vip import VipManager
+
+            self._vips = VipManager(config.vips)
+        self.metrics = SupervisorMetrics(
+            config.node.name,
+            lambda: self._driver.running,
+            self.statistics,
+            vips=self._vips.status if self._vips is not None else None,
+        )
         self._leadership = None
         if self.coordinator is not None:
             from ._leadership import LeaderLink
@@ -99,11 +109,6 @@ class Supervisor:
                 node_name=config.node.name,
                 state_dir=config.node.state_dir,
             )
-        self._vips = None
-        if config.vips:
-            from ._vip import VipManager
-
-            self._vips = VipManager(config.vips)
         self._executor = Executor(
             self._driver,
             self.backend,
@@ -170,6 +175,8 @@ class Supervisor:
         if self._hook_runner.runs:
             stats["notify_hook_runs"] = self._hook_runner.runs
             stats["notify_hook_failures"] = self._hook_runner.failures
+        if self._vips is not None:
+            stats.update({f"vip_{k}": v for k, v in self._vips.stats.items()})
         return stats
 
     def render_metrics(self) -> bytes:

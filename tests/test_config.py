@@ -165,3 +165,66 @@ def test_keygen_writes_an_owner_only_key(tmp_path: Path) -> None:
     assert len(bytes.fromhex(target.read_text().strip())) == 32
     again = subprocess.run([sys.executable, "-m", "hasup", "keygen", str(target)], capture_output=True, text=True)
     assert again.returncode == 2 and "exists" in again.stderr
+
+
+# --------------------------------------------------------------------------- [[vip]]
+VIP = '\n[[vip]]\naddress = "10.0.0.100/24"\ndevice = "eth0"\n'
+
+
+def test_vip_tables_parse_with_keepalived_announcement_defaults(keyfile: Path) -> None:
+    text = GOOD.replace("KEYFILE", str(keyfile)) + VIP + '\n[[vip]]\naddress = "fd00::100"\ndevice = "eth0"\n'
+    config = parse_config(text, "hasup.toml")
+    first, second = config.vips
+    assert str(first.interface) == "10.0.0.100/24" and first.device == "eth0" and first.label is None
+    assert (first.garp_repeat, first.garp_interval, first.garp_delay) == (5, 0.0, 5.0)
+    assert str(second.interface) == "fd00::100/128"  # no prefix: a host address, as keepalived does
+    assert config.core_config().vips
+
+
+@pytest.mark.parametrize(
+    ("table", "message"),
+    [
+        ('address = "10.0.0.300/24"\ndevice = "eth0"', "vip[0].address: '10.0.0.300/24' is not an IP address"),
+        ('address = "10.0.0.1/33"\ndevice = "eth0"', "vip[0].address: '10.0.0.1/33' is not an IP address"),
+        ('address = "127.0.0.2/8"\ndevice = "eth0"', "vip[0].address: 127.0.0.2 cannot be a virtual IP"),
+        ('address = "127.0.0.1"\ndevice = "lo"', "vip[0].address: 127.0.0.1 cannot be a virtual IP"),
+        ('address = "10.0.0.5/24"', "vip[0].device: is required"),
+        ('address = "10.0.0.5/24"\ndevice = "eth0/x"', "vip[0].device: 'eth0/x' is not a network device name"),
+        ('address = "10.0.0.5/24"\ndevice = "eth0"\nlabel = "vip"', 'vip[0].label: must be the device name or start with "eth0:"'),
+        ('address = "fd00::5"\ndevice = "eth0"\nlabel = "eth0:1"', "vip[0].label: labels exist for IPv4 addresses only"),
+        ('address = "10.0.0.5/24"\ndevice = "eth0"\ngarp_repeat = 0', "vip[0].garp_repeat:"),
+        ('address = "10.0.0.5/24"\ndevice = "eth0"\nbogus = 1', "vip[0].bogus: unknown key"),
+    ],
+)
+def test_vip_mistakes_are_one_line(keyfile: Path, table: str, message: str) -> None:
+    text = GOOD.replace("KEYFILE", str(keyfile)) + "\n[[vip]]\n" + table + "\n"
+    with pytest.raises(ConfigError) as err:
+        parse_config(text, "hasup.toml")
+    assert message in str(err.value), str(err.value)
+    assert "\n" not in str(err.value) and "(line " in str(err.value)
+
+
+def test_vip_equal_to_a_node_address_or_twice_is_refused(keyfile: Path) -> None:
+    base = GOOD.replace("KEYFILE", str(keyfile))
+    with pytest.raises(ConfigError, match=r"vip\[0\].address: 127.0.0.1 cannot be a virtual IP"):
+        parse_config(base + '\n[[vip]]\naddress = "127.0.0.1/8"\ndevice = "lo"\n')
+    own = base.replace('listen = "127.0.0.1:5405"', 'listen = "10.0.0.1:5405"')
+    with pytest.raises(ConfigError, match=r"vip\[0\].address: 10.0.0.1 is a node's own address"):
+        parse_config(own + '\n[[vip]]\naddress = "10.0.0.1/24"\ndevice = "eth0"\n')
+    with pytest.raises(ConfigError, match=r"vip\[1\].address: 10.0.0.100 is listed twice \(line \d+\)"):
+        parse_config(base + VIP + VIP)
+
+
+def test_vip_device_missing_on_this_host_is_exit_2_at_check_and_run(tmp_path: Path, keyfile: Path) -> None:
+    text = GOOD + VIP.replace('"eth0"', '"hsnodev9"')
+    bad = write(tmp_path, text, keyfile)
+    for command in (["check"], ["run"]):
+        proc = subprocess.run(
+            [sys.executable, "-m", "hasup", *command, "-c", str(bad)], capture_output=True, text=True, timeout=60
+        )
+        assert proc.returncode == 2, proc.stderr
+        assert "Traceback" not in proc.stderr
+        line = text.splitlines().index('device = "hsnodev9"') + 1
+        assert proc.stderr.strip() == (
+            f"hasup: {bad}: vip[0].device: no network device 'hsnodev9' on this host (line {line})"
+        )
