@@ -66,7 +66,7 @@ class VipManager:
         if missing:
             raise HasupError(
                 f"virtual IPs ([[vip]]) need {' and '.join(missing)}: run hasup as root, or give the unit "
-                "AmbientCapabilities=CAP_NET_ADMIN CAP_NET_RAW (see docs/deployment)"
+                "CapabilityBoundingSet= and AmbientCapabilities=CAP_NET_ADMIN CAP_NET_RAW (see docs/operations.md)"
             )
 
     async def run(self, *, task_status: anyio.abc.TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
