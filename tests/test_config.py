@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
 import textwrap
@@ -13,6 +14,7 @@ import pytest
 from hasup import ConfigError
 from hasup.backends import BACKENDS
 from hasup.config import load_config, parse_config
+from tests._support import missing_component
 
 GOOD = textwrap.dedent(
     """
@@ -228,3 +230,21 @@ def test_vip_device_missing_on_this_host_is_exit_2_at_check_and_run(tmp_path: Pa
         assert proc.stderr.strip() == (
             f"hasup: {bad}: vip[0].device: no network device 'hsnodev9' on this host (line {line})"
         )
+
+
+def test_vip_without_capabilities_stops_at_start_with_one_message(tmp_path: Path, keyfile: Path) -> None:
+    if os.geteuid() != 0 or shutil.which("setpriv") is None:
+        missing_component("root and setpriv", "drops capabilities from a root process")
+    text = GOOD.replace('listen = "127.0.0.1:9105"', 'listen = "off"')
+    text += '\n[[vip]]\naddress = "198.51.100.50/32"\ndevice = "lo"\n'
+    text = text.replace('state_dir = "/tmp/hasup-test-state"', f'state_dir = "{tmp_path / "state"}"')
+    path = write(tmp_path, text, keyfile)
+    proc = subprocess.run(
+        ["setpriv", "--inh-caps=-net_admin,-net_raw", "--bounding-set=-net_admin,-net_raw",
+         sys.executable, "-m", "hasup", "run", "-c", str(path)],
+        capture_output=True, text=True, timeout=60,
+    )
+    assert proc.returncode == 1, proc.stderr
+    assert "Traceback" not in proc.stderr
+    assert "virtual IPs ([[vip]]) need CAP_NET_ADMIN and CAP_NET_RAW" in proc.stderr
+    assert "198.51.100.50" not in subprocess.run(["ip", "addr", "show", "lo"], capture_output=True, text=True).stdout
