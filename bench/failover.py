@@ -34,6 +34,7 @@ and the table says so.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import random
@@ -49,7 +50,9 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 if str(REPO_ROOT) not in sys.path:
     sys.path.insert(0, str(REPO_ROOT))
 
+from tests.cluster.client import ClientSampler  # noqa: E402
 from tests.cluster.hasup_node import HasupCluster, hasup_runner_unavailable  # noqa: E402
+from tests.cluster.keepalived import VIP as KA_VIP  # noqa: E402
 from tests.cluster.keepalived import KeepalivedPair, ensure_keepalived, keepalived_unavailable  # noqa: E402
 from tests.cluster.observer import Observer, Timeline  # noqa: E402
 from tests.cluster.testbed import Node, Testbed, netns_unavailable  # noqa: E402
@@ -57,12 +60,29 @@ from tests.cluster.testbed import Node, Testbed, netns_unavailable  # noqa: E402
 SCENARIOS = ("nodeloss", "crash", "failback", "linkdown")
 LINK_DOWN_SECS = 8.0
 Factory = Callable[[Testbed], Any]
+#: --vip: hasup gets the recipe's virtual IP too (keepalived always has it), and its
+#: stand-in listens on every address so that the VIP reaches it.
+VIP_MODE = {"on": False}
+#: The client's own address in the VIP's subnet.
+CLIENT_ADDR = "192.160.127.250/17"
+
+
+def _hasup(advert: str) -> Factory:
+    def make(bed: Testbed) -> HasupCluster:
+        if not VIP_MODE["on"]:
+            return HasupCluster(bed, advert_interval=advert)
+        vip = {"vip": [{"address": KA_VIP, "device": "eth0"}]}
+        return HasupCluster(bed, advert_interval=advert, extra=vip, bind="0.0.0.0")
+
+    return make
+
+
 IMPLS: dict[str, tuple[str, Factory]] = {
     "ka-recipe": ("keepalived recipe (advert 1 s)", lambda bed: KeepalivedPair(bed, "recipe")),
     "ka-tuned": ("keepalived tuned (v3, advert 0.1 s)", lambda bed: KeepalivedPair(bed, "tuned")),
-    "hasup-1s": ("hasup default (advert 1 s)", lambda bed: HasupCluster(bed, advert_interval="1s")),
-    "hasup-100ms": ("hasup tuned (advert 100 ms)", lambda bed: HasupCluster(bed, advert_interval="100ms")),
-    "hasup-20ms": ("hasup tuned (advert 20 ms)", lambda bed: HasupCluster(bed, advert_interval="20ms")),
+    "hasup-1s": ("hasup default (advert 1 s)", _hasup("1s")),
+    "hasup-100ms": ("hasup tuned (advert 100 ms)", _hasup("100ms")),
+    "hasup-20ms": ("hasup tuned (advert 20 ms)", _hasup("20ms")),
 }
 #: hasup column -> the keepalived column it is compared with
 RATIOS = {"hasup-1s": "ka-recipe", "hasup-100ms": "ka-tuned", "hasup-20ms": "ka-tuned"}
@@ -146,9 +166,42 @@ def wait(pred: Callable[[], bool], timeout: float, what: str, poll: float = 0.05
     return time.monotonic()
 
 
+_client: dict[str, ClientSampler | None] = {"sampler": None}
+
+
+def _power_off(node: Node) -> None:
+    """After a kill -9 of the node's processes (--vip): the machine is gone, so are its
+    link and its runtime addresses (the VIP); a reboot brings the link back."""
+    node.link_down("node")
+    _drop_vip(node)
+
+
+def _drop_vip(node: Node) -> None:
+    node.run(["ip", "addr", "del", KA_VIP, "dev", node.dev], check=False)
+
+
+def _mac(node: Node) -> str:
+    return str(json.loads(node.run(["ip", "-j", "link", "show", node.dev]).stdout)[0]["address"])
+
+
+def _client_figures(res: ImplResult, scenario: str, t0: float, t1: float, holder: Node) -> None:
+    client = _client["sampler"]
+    if client is None:
+        return
+    view = client.view()
+    res.add(f"{scenario}_client_gap_s", view.longest_gap(t0, t1))
+    res.add(f"{scenario}_client_fail", float(view.failures(t0, t1)))
+    arp = view.first_mac(_mac(holder), t0)
+    res.add(f"{scenario}_client_arp_s", None if arp is None else arp - t0)
+
+
 def reset(impl: Any, obs: Observer, timeout: float = 40.0) -> None:
     """Stop everything, start the pair, wait for the steady state."""
     impl.stop()
+    if VIP_MODE["on"]:
+        for node in impl.bed.nodes:  # kill -9 leaves the VIP: a clean start, as after a reboot
+            node.link_up("node")
+            _drop_vip(node)
     wait(lambda: not obs.serving(), 10, "no service answering")
     if hasattr(impl, "wipe_state"):
         impl.wipe_state()  # a fresh pair, like keepalived's, which keeps no state
@@ -221,6 +274,8 @@ def _nodeloss_failback(
     time.sleep(rng.uniform(0, 1))
     impl.kill_node(a, before=lambda: obs.mark("kill"))
     t_kill = obs.timeline().mark_time("kill")
+    if VIP_MODE["on"]:
+        _power_off(a)
     obs.wait(lambda: b.name in obs.serving(), timeout=40, what=f"{b.name} serving after node loss")
     obs.wait_serving({b.name}, timeout=40, hold=1.0)
     tl = obs.timeline()
@@ -228,8 +283,11 @@ def _nodeloss_failback(
     assert first is not None
     res.add("nodeloss_s", first[0] - t_kill)
     res.add("nodeloss_dual_ms", 1000 * sum(i.length for i in tl.dual_active(t_kill)))
+    _client_figures(res, "nodeloss", t_kill, time.monotonic(), b)
     if "nodeloss" in scenarios:
         res.timelines["nodeloss"] = (tl, t_kill)
+    if VIP_MODE["on"]:
+        a.link_up("node")
     if "failback" not in scenarios:
         impl.boot(a)
         ensure_steady(impl, obs)
@@ -242,6 +300,7 @@ def _nodeloss_failback(
     res.add("failback_s", settled - t_boot if (s := tl.settled(t_boot, a.name)) is None else s - t_boot)
     res.add("failback_dual_ms", 1000 * sum(i.length for i in tl.dual_active(t_boot)))
     res.add("failback_gap_ms", 1000 * sum(i.length for i in tl.no_service(t_boot)))
+    _client_figures(res, "failback", t_boot, time.monotonic(), a)
     res.timelines["failback"] = (tl, t_boot)
     ensure_steady(impl, obs)
 
@@ -263,6 +322,7 @@ def _crash(impl: Any, obs: Observer, res: ImplResult, rng: random.Random, a: Nod
     assert first is not None
     res.add("crash_s", first[0] - t_kill)
     res.add("crash_dual_ms", 1000 * sum(i.length for i in tl.dual_active(t_kill)))
+    _client_figures(res, "crash", t_kill, time.monotonic(), next(n for n in impl.bed.nodes if n.name == first[1]))
     res.timelines["crash"] = (tl, t_kill)
 
 
@@ -285,6 +345,7 @@ def _linkdown(impl: Any, obs: Observer, res: ImplResult, rng: random.Random, a: 
     assert first is not None
     res.add("linkdown_s", first[0] - t_cut)
     res.add("linkdown_dual_ms", 1000 * sum(i.length for i in tl.dual_active(t_cut, t_heal)))
+    _client_figures(res, "linkdown", t_cut, t_heal, b)
     res.add("linkdown_back_s", settled - t_heal if (s := tl.settled(t_heal, a.name)) is None else s - t_heal)
     res.timelines["linkdown"] = (tl, t_cut)
 
@@ -302,13 +363,24 @@ ROWS = [
     ("linkdown_dual_ms", "link down: dual-active (ms)", "ms"),
     ("linkdown_back_s", "link up → preferred node sole server again (s)", "s"),
 ]
+for _scenario, _what in (
+    ("nodeloss", "node loss"),
+    ("crash", "crash"),
+    ("failback", "failback"),
+    ("linkdown", "link down"),
+):
+    ROWS += [
+        (f"{_scenario}_client_gap_s", f"{_what}: client's longest gap via the VIP (s)", "s"),
+        (f"{_scenario}_client_fail", f"{_what}: client requests failed (10 ms apart)", "n"),
+        (f"{_scenario}_client_arp_s", f"{_what}: client's ARP entry → new holder (s)", "s"),
+    ]
 
 
 def fmt_cell(cell: Cell | None, unit: str) -> str:
     if cell is None or not cell.values:
         return "—"
     v = cell.values
-    digits = 3 if unit == "s" else 0
+    digits = 3 if unit == "s" else 0  # "ms" and "n" (counts) without decimals
     med = statistics.median(v)
     return f"{med:.{digits}f} [{min(v):.{digits}f}\u2013{max(v):.{digits}f}]"
 
@@ -518,6 +590,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--json", type=Path, help="write raw per-run values here")
     p.add_argument("--timelines", type=Path, help="directory for one timeline image per scenario")
     p.add_argument("--seed", type=int, default=None)
+    p.add_argument(
+        "--vip",
+        action="store_true",
+        help="client-visible figures: hasup gets the recipe's VIP, a client in the switch namespace uses it",
+    )
     args = p.parse_args(argv)
 
     scenarios = [s for s in args.scenarios.split(",") if s]
@@ -542,7 +619,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         impls = [i for i in impls if not i.startswith("hasup")]
     rng = random.Random(args.seed)
     results: list[ImplResult] = []
-    with Testbed(2) as bed, Observer(bed, interval=0.01) as obs:
+    VIP_MODE["on"] = args.vip
+    with contextlib.ExitStack() as stack:
+        bed = stack.enter_context(Testbed(2))
+        obs = stack.enter_context(Observer(bed, interval=0.01))
+        if args.vip:
+            _client["sampler"] = stack.enter_context(ClientSampler(bed, KA_VIP.split("/")[0], CLIENT_ADDR))
         for key in impls:
             try:
                 results.append(run_impl(key, bed, obs, scenarios, args.runs, args.idle_secs, rng))

@@ -99,6 +99,7 @@ class HasupCluster:
         extra: dict[str, Any] | None = None,
         python: str = sys.executable,
         tag: str | None = None,
+        bind: str | None = None,
     ) -> None:
         self.bed = bed
         self.advert_interval = advert_interval
@@ -108,6 +109,8 @@ class HasupCluster:
         self.python = python
         self.tag = tag or f"hasup-{advert_interval}"
         self.extra = extra or {}
+        #: The stand-in service's bind address (default: the node's own address).
+        self.bind = bind
         self.root = bed.workdir / self.tag
         self.root.mkdir(parents=True, exist_ok=True)
         self.key_file = self.root / "group.key"
@@ -153,7 +156,7 @@ class HasupCluster:
                     "http.server",
                     str(SERVICE_PORT),
                     "--bind",
-                    node.addr,
+                    self.bind or node.addr,
                     "--directory",
                     str(d / "www"),
                 ],
