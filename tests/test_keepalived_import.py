@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import re
 import textwrap
@@ -205,9 +206,7 @@ def minimal(body: str, *, extra: str = "") -> str:
 
 
 # --------------------------------------------------------------------------- the seed configs
-def test_seed_master_converts_to_a_valid_config_with_the_recipes_intent(
-    tmp_path: Path, key_file: str
-) -> None:
+def test_seed_master_converts_to_a_valid_config_with_the_recipes_intent(tmp_path: Path, key_file: str) -> None:
     path = seed_master(tmp_path)
     result = convert(path)
     config = check(result, key_file)
@@ -228,6 +227,14 @@ def test_seed_master_converts_to_a_valid_config_with_the_recipes_intent(
     assert (probe.options.interval, probe.options.fall, probe.options.rise) == (5.0, 3, 1)
     assert probe.options.when == "active"
     assert "curl without -f" in result.toml
+
+    # the recipe's virtual IP, on the instance's interface, announced as keepalived did
+    (vip,) = config.vips
+    assert (vip.interface, vip.device, vip.label) == (ipaddress.ip_interface("192.160.127.254/17"), "eth0", None)
+    assert (vip.garp_repeat, vip.garp_interval, vip.garp_delay) == (5, 0.0, 5.0)
+    vip_line = line_of(MASTER_CONF, "192.160.127.254/17")
+    assert f'address = "192.160.127.254/17"  # {path}:{vip_line}: virtual_ipaddress' in result.toml
+    assert f'device = "eth0"  # {path}:{line_of(MASTER_CONF, "interface eth0")}: interface' in result.toml
 
 
 def test_seed_master_traps_and_warnings(tmp_path: Path) -> None:
@@ -250,8 +257,7 @@ def test_seed_master_traps_and_warnings(tmp_path: Path) -> None:
     for trap in result.traps:  # the traps are in the file too, where an operator reads them
         assert f"{trap.where}: {trap.problem} hasup: {trap.instead}" in flat
 
-    vip_line = line_of(MASTER_CONF, "virtual_ipaddress")
-    assert any(w.startswith(f"{path}:{vip_line}: virtual_ipaddress") for w in result.warnings)
+    assert not any("virtual_ipaddress" in w or "virtual IP" in w for w in result.warnings)  # translated now
     assert all(w.startswith(f"{path}:") for w in result.warnings)
     assert any("PASS" in w for w in result.warnings)
 
@@ -271,6 +277,7 @@ def test_seed_backup_converts_and_flags_nopreempt(tmp_path: Path, key_file: str)
     assert dict(config.service) == {"backend": "systemd", "unit": "neuronex.service"}
     assert config.probes == ()
     assert [p.address for p in config.group.peers] == [("10.0.0.127", 5405)]
+    assert [(v.interface, v.device) for v in config.vips] == [(ipaddress.ip_interface("192.160.127.254/17"), "eth0")]
 
 
 def test_seed_pair_expresses_master_preferred_with_automatic_failback(tmp_path: Path, key_file: str) -> None:
@@ -289,6 +296,8 @@ def test_seed_pair_expresses_master_preferred_with_automatic_failback(tmp_path: 
     assert master.group.peers[0].address[0] == "10.0.0.223"
     assert backup.group.peers[0].address[0] == "10.0.0.127"
     assert master.service == backup.service
+    # The same virtual IP follows the service on both.
+    assert master.vips == backup.vips
 
 
 def test_scripts_at_their_absolute_path_are_read_there(tmp_path: Path, key_file: str) -> None:
@@ -320,9 +329,7 @@ def test_direct_docker_notify_lines_become_the_docker_backend(tmp_path: Path, ke
 
 
 def test_systemctl_restart_on_master_becomes_start_with_a_warning(tmp_path: Path, key_file: str) -> None:
-    conf = minimal(
-        'notify_master "/bin/systemctl restart neuronex"\nnotify_backup "systemctl stop neuronex"\n'
-    )
+    conf = minimal('notify_master "/bin/systemctl restart neuronex"\nnotify_backup "systemctl stop neuronex"\n')
     path = write(tmp_path, {"keepalived.conf": conf}) / "keepalived.conf"
     result = convert(path)
     assert check(result, key_file).service["unit"] == "neuronex.service"
@@ -415,8 +422,7 @@ def test_check_script_that_is_more_than_curl_stays_an_exec_probe(tmp_path: Path,
 
 def test_weighted_script_is_an_always_probe_with_weight(tmp_path: Path, key_file: str) -> None:
     conf = minimal(
-        "track_script {\n    gw weight -20\n}\n"
-        'notify_master "systemctl start x"\nnotify_backup "systemctl stop x"\n',
+        'track_script {\n    gw weight -20\n}\nnotify_master "systemctl start x"\nnotify_backup "systemctl stop x"\n',
         extra='vrrp_script gw {\n    script "ping -c1 10.0.0.1"\n    weight 5\n}\n',
     )
     path = write(tmp_path, {"keepalived.conf": conf}) / "keepalived.conf"
@@ -469,10 +475,7 @@ def test_notify_script_without_service_commands_becomes_a_hook(tmp_path: Path, k
         notify_fault "{tmp_path}/alert.sh"
         """
     )
-    path = (
-        write(tmp_path, {"keepalived.conf": conf, "alert.sh": "#!/bin/sh\nmail -s fault ops\n"})
-        / "keepalived.conf"
-    )
+    path = write(tmp_path, {"keepalived.conf": conf, "alert.sh": "#!/bin/sh\nmail -s fault ops\n"}) / "keepalived.conf"
     result = convert(path)
     data = tomllib.loads(result.toml)
     assert data["notify"] == [{"on": ["FAULT"], "command": [f"{tmp_path}/alert.sh"], "timeout": "10s"}]
@@ -519,8 +522,229 @@ def test_unicast_src_ip_advert_preempt_delay_and_clamping(tmp_path: Path, key_fi
     assert f"{path}:{line_of(conf, 'priority 255')}: priority 255 clamped to 254" in warned
     # keepalived tracked eth0 (track_interface; the instance has no `interface` here): so does hasup
     assert config.group.track_interface == ("eth0",)
-    assert f"{path}:{line_of(conf, 'eth0 weight -10')}: track_interface eth0 weight -10: the weight is ignored" in warned
-    assert f"{path}:{line_of(conf, 'garp_master_delay')}: garp_master_delay" in warned
+    assert (
+        f"{path}:{line_of(conf, 'eth0 weight -10')}: track_interface eth0 weight -10: the weight is ignored" in warned
+    )
+    # no virtual_ipaddress here: nothing to announce
+    assert (
+        f"{path}:{line_of(conf, 'garp_master_delay')}: garp_master_delay: this vrrp_instance has no virtual IP"
+        in warned
+    )
+    assert config.vips == ()
+
+
+# --------------------------------------------------------------------------- virtual IPs
+NOTIFY = 'notify_master "systemctl start neuronex"\nnotify_backup "systemctl stop neuronex"\n'
+
+
+def flat(text: str) -> str:
+    """The words of ``text``, without the comment marks (long comments are wrapped)."""
+    return " ".join(w for w in text.split() if w != "#")
+
+
+def vip_tables(toml: str) -> list[list[str]]:
+    """The lines of each generated [[vip]] table (up to the next blank line)."""
+    lines = toml.splitlines()
+    out: list[list[str]] = []
+    for i, line in enumerate(lines):
+        if line == "[[vip]]":
+            end = lines.index("", i) if "" in lines[i:] else len(lines)
+            out.append(lines[i + 1 : end])
+    return out
+
+
+def test_virtual_ipaddress_becomes_one_vip_per_address(tmp_path: Path, key_file: str) -> None:
+    conf = minimal(
+        """
+        virtual_ipaddress {
+            192.168.1.10/24 dev eth1 label eth1:vip
+            10.0.0.5
+            fd00::5/64 dev eth0
+            2001:db8::7
+        }
+        """
+        + NOTIFY
+    )
+    path = write(tmp_path, {"keepalived.conf": conf}) / "keepalived.conf"
+    result = convert(path)
+    config = check(result, key_file)
+    got = [(str(v.interface), v.device, v.label) for v in config.vips]
+    assert got == [
+        ("192.168.1.10/24", "eth1", "eth1:vip"),
+        ("10.0.0.5/32", "eth0", None),  # no prefix: /32, and the instance's interface, as in keepalived
+        ("fd00::5/64", "eth0", None),
+        ("2001:db8::7/128", "eth0", None),
+    ]
+    # keepalived's defaults are hasup's: nothing written for them
+    assert all((v.garp_repeat, v.garp_interval, v.garp_delay) == (5, 0.0, 5.0) for v in config.vips)
+
+    # every generated key says where it came from
+    tables = vip_tables(result.toml)
+    assert len(tables) == 4
+    for table in tables:
+        for line in table:
+            if not line.startswith("#"):
+                assert f"  # {path}:" in line, line
+    first = line_of(conf, "192.168.1.10/24")
+    assert tables[0] == [
+        f'address = "192.168.1.10/24"  # {path}:{first}: virtual_ipaddress',
+        f'device = "eth1"  # {path}:{first}: dev eth1',
+        f'label = "eth1:vip"  # {path}:{first}: label eth1:vip',
+    ]
+    bare = line_of(conf, "10.0.0.5")
+    assert tables[1] == [
+        f'address = "10.0.0.5/32"  # {path}:{bare}: virtual_ipaddress (no prefix: /32, as in keepalived)',
+        f'device = "eth0"  # {path}:{line_of(conf, "interface eth0")}: interface',
+    ]
+    assert "CAP_NET_ADMIN" in result.toml  # the NOTE before the first [[vip]]
+    # keepalived added a bare IPv6 address deprecated; hasup does not
+    warned = "\n".join(result.warnings)
+    assert f"{path}:{line_of(conf, '2001:db8::7')}: virtual_ipaddress 2001:db8::7: keepalived added a /128" in warned
+    assert not any("not managed" in w or "does not manage" in w for w in result.warnings)
+
+
+def test_virtual_ipaddress_excluded_addresses_are_vips_too(tmp_path: Path, key_file: str) -> None:
+    conf = minimal(
+        """
+        virtual_ipaddress {
+            10.0.0.100/24
+        }
+        virtual_ipaddress_excluded {
+            10.0.0.101/24
+            fd00::101/64 dev eth1
+        }
+        virtual_ipaddress_excluded {
+            10.0.0.100/24
+        }
+        """
+        + NOTIFY
+    )
+    path = write(tmp_path, {"keepalived.conf": conf}) / "keepalived.conf"
+    result = convert(path)
+    config = check(result, key_file)
+    assert [(str(v.interface), v.device) for v in config.vips] == [
+        ("10.0.0.100/24", "eth0"),
+        ("10.0.0.101/24", "eth0"),
+        ("fd00::101/64", "eth1"),
+    ]
+    assert f"# {path}:{line_of(conf, '10.0.0.101/24')}: virtual_ipaddress_excluded" in result.toml
+    assert flat(result.toml).count("virtual_ipaddress_excluded addresses too, and only left them out") == 1
+    # listed twice: keepalived has it once, so does hasup (parse_config would reject a duplicate)
+    second = [n for n, line in enumerate(conf.splitlines(), 1) if line.strip() == "10.0.0.100/24"][-1]
+    assert f"{path}:{second}: virtual_ipaddress_excluded 10.0.0.100/24: 10.0.0.100 is already a virtual IP" in (
+        "\n".join(result.warnings)
+    )
+
+
+def test_garp_options_are_mapped_on_every_vip(tmp_path: Path, key_file: str) -> None:
+    conf = minimal(
+        """
+        garp_master_repeat 3
+        garp_master_delay 10
+        garp_interval 0.001
+        gna_interval 0.000001
+        garp_master_refresh 60
+        garp_lower_prio_repeat 2
+        garp_lower_prio_delay 5
+        virtual_ipaddress {
+            10.0.0.100/24
+            fd00::100/64
+        }
+        virtual_ipaddress_excluded {
+            10.0.0.101/24
+        }
+        """
+        + NOTIFY
+    )
+    path = write(tmp_path, {"keepalived.conf": conf}) / "keepalived.conf"
+    result = convert(path)
+    v4, v6, excluded = check(result, key_file).vips
+    assert (v4.garp_repeat, v4.garp_delay, v4.garp_interval) == (3, 10.0, 0.001)
+    assert (v6.garp_repeat, v6.garp_delay, v6.garp_interval) == (3, 10.0, 0.000001)  # IPv6: gna_interval
+    assert (excluded.garp_repeat, excluded.garp_delay, excluded.garp_interval) == (3, 10.0, 0.001)
+    first = vip_tables(result.toml)[0]
+    assert f"garp_repeat = 3  # {path}:{line_of(conf, 'garp_master_repeat')}: garp_master_repeat 3" in first
+    assert f'garp_delay = "10s"  # {path}:{line_of(conf, "garp_master_delay")}: garp_master_delay 10' in first
+    assert f'garp_interval = "1ms"  # {path}:{line_of(conf, "garp_interval")}: garp_interval 0.001' in first
+
+    warned = "\n".join(result.warnings)
+    for kw in ("garp_master_refresh", "garp_lower_prio_repeat", "garp_lower_prio_delay"):
+        assert f"{path}:{line_of(conf, kw)}: {kw} is not translated: hasup" in warned
+    for kw in ("garp_master_repeat", "garp_master_delay", "garp_interval", "gna_interval"):
+        assert f": {kw} " not in warned  # translated: no "no hasup equivalent" warning any more
+    assert "no hasup equivalent" not in warned
+
+
+def test_global_defs_garp_settings_are_the_defaults(tmp_path: Path, key_file: str) -> None:
+    conf = minimal(
+        "garp_master_delay 0\nvirtual_ipaddress {\n    10.0.0.100/24\n}\n" + NOTIFY,
+        extra="""
+        global_defs {
+            vrrp_garp_master_repeat 2
+            vrrp_garp_master_delay 30
+            vrrp_garp_interval 0.5
+            vrrp_garp_master_refresh 60
+        }
+        """,
+    )
+    path = write(tmp_path, {"keepalived.conf": conf}) / "keepalived.conf"
+    result = convert(path)
+    (vip,) = check(result, key_file).vips
+    # the instance's garp_master_delay 0 (no second burst) wins over global_defs
+    assert (vip.garp_repeat, vip.garp_delay, vip.garp_interval) == (2, 0.0, 0.5)
+    assert f"{path}:{line_of(conf, 'vrrp_garp_master_repeat')}: vrrp_garp_master_repeat 2 (global_defs)" in result.toml
+    assert f"{path}:{line_of(conf, 'vrrp_garp_master_refresh')}: vrrp_garp_master_refresh is not translated" in (
+        "\n".join(result.warnings)
+    )
+
+
+def test_unknown_vip_options_are_warned_with_file_and_line(tmp_path: Path, key_file: str) -> None:
+    conf = minimal(
+        """
+        virtual_ipaddress {
+            192.168.1.10/24 brd 192.168.1.255 dev eth1 scope link metric 100 no_track
+            192.168.1.11/24 dev eth1 scope global label eth1:b
+            192.168.1.12/24 dev eth1 label eth0:c
+            fd00::5/64 label eth0:v6
+            10.0.0.6 10.0.0.7
+        }
+        """
+        + NOTIFY
+    )
+    path = write(tmp_path, {"keepalived.conf": conf}) / "keepalived.conf"
+    result = convert(path)
+    config = check(result, key_file)
+    assert [(str(v.interface), v.device, v.label) for v in config.vips] == [
+        ("192.168.1.10/24", "eth1", None),
+        ("192.168.1.11/24", "eth1", "eth1:b"),
+        ("192.168.1.12/24", "eth1", None),  # a label of another device: hasup (and ip addr) refuse it
+        ("fd00::5/64", "eth0", None),
+        ("10.0.0.6/32", "eth0", None),
+    ]
+    by_line = {int(w.split(":")[1]): w.split(": ", 1)[1] for w in result.warnings if w.startswith(f"{path}:")}
+    first = by_line[line_of(conf, "192.168.1.10/24")]
+    assert first.startswith("virtual_ipaddress 192.168.1.10/24: ignored brd 192.168.1.255")
+    for word in ("scope link", "metric 100", "no_track"):
+        assert word in first
+    assert line_of(conf, "192.168.1.11/24") not in by_line  # scope global is what hasup does
+    assert "label eth0:c" in by_line[line_of(conf, "192.168.1.12/24")]
+    assert "label eth0:v6 (labels exist for IPv4 addresses only" in by_line[line_of(conf, "fd00::5/64")]
+    assert "10.0.0.7 (one address per line)" in by_line[line_of(conf, "10.0.0.6 10.0.0.7")]
+    # and next to the table too
+    note = f"{path}:{line_of(conf, '192.168.1.10/24')}: not translated: brd 192.168.1.255, scope link, metric 100"
+    assert note in flat(result.toml)
+
+
+def test_vip_without_a_device_is_an_error_with_file_and_line(tmp_path: Path) -> None:
+    conf = (
+        "vrrp_instance VI_1 {\n    virtual_router_id 51\n    unicast_peer {\n        10.0.0.223\n    }\n"
+        "    virtual_ipaddress {\n        10.0.0.100/24 dev eth1\n        10.0.0.101/24\n    }\n}\n"
+    )
+    path = write(tmp_path, {"keepalived.conf": conf}) / "keepalived.conf"
+    with pytest.raises(ConfigError, match=r"10\.0\.0\.101/24: no device .*'dev <device>'.*'interface'") as info:
+        convert(path)
+    assert (info.value.file, info.value.line) == (str(path), 8)
+    assert "\n" not in str(info.value)
 
 
 # --------------------------------------------------------------------------- several instances, include
@@ -634,6 +858,22 @@ def test_include_errors(tmp_path: Path) -> None:
         ("vrrp_instance V {\n virtual_router_id 1\n unicast_peer {\n  10.0.0.300\n }\n}\n", 4, "not an IP"),
         ("bogus_keyword 1\n", 1, "unknown keyword 'bogus_keyword'"),
         ("vrrp_instance {\n}\n", 1, "vrrp_instance: missing value"),
+        (
+            "vrrp_instance V {\n virtual_router_id 1\n interface eth0\n virtual_ipaddress {\n  10.0.0.300/24\n }\n}\n",
+            5,
+            "virtual_ipaddress: '10.0.0.300/24' is not an IP address",
+        ),
+        (
+            "vrrp_instance V {\n virtual_router_id 1\n virtual_ipaddress {\n  10.0.0.5 dev\n }\n}\n",
+            4,
+            "dev needs a value",
+        ),
+        (
+            "vrrp_instance V {\n virtual_router_id 1\n interface eth0\n unicast_peer {\n  10.0.0.2\n }\n"
+            " virtual_ipaddress {\n  10.0.0.2/24\n }\n}\n",
+            8,
+            "10.0.0.2 is a unicast_peer",
+        ),
         ("{\n}\n", 1, "'{' without a keyword"),
     ],
 )
@@ -684,9 +924,7 @@ def test_cli_prints_toml_and_warnings(tmp_path: Path, capsys: pytest.CaptureFixt
     assert "PASS" in err
 
 
-def test_cli_writes_output_and_refuses_to_overwrite(
-    tmp_path: Path, capsys: pytest.CaptureFixture[str]
-) -> None:
+def test_cli_writes_output_and_refuses_to_overwrite(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     path = seed_backup(tmp_path)
     out = tmp_path / "hasup.toml"
     assert run_cli(["import-keepalived", str(path), "-o", str(out)]) == 0

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterable
+from decimal import Decimal
 
 from .._duration import format_duration
 
@@ -20,11 +21,12 @@ def quote_list(values: Iterable[str]) -> str:
 
 def duration(seconds: float) -> str:
     """A quoted duration: ``format_duration`` for whole milliseconds, else ``"<seconds>s"``
-    (format_duration rounds to milliseconds; a keepalived value is kept exactly)."""
+    (format_duration rounds to milliseconds; a keepalived value is kept exactly, and never
+    in exponent notation, which durations do not accept: 1e-06 is ``"0.000001s"``)."""
     ms = seconds * 1000
     if abs(ms - round(ms)) < 1e-9:
         return quote(format_duration(seconds))
-    return f'"{seconds:g}s"'
+    return f'"{Decimal(repr(seconds)):f}s"'
 
 
 def wrap(text: str, prefix: str, width: int = 108) -> list[str]:
