@@ -18,6 +18,8 @@ from pathlib import Path
 
 import anyio
 
+from ._rtnl import NLMSG, RTATTR
+
 __all__ = ["LinkWatcher", "link_is_up"]
 
 RTMGRP_LINK = 1
@@ -25,9 +27,7 @@ RTM_NEWLINK = 16
 RTM_DELLINK = 17
 IFF_UP = 0x1
 IFF_LOWER_UP = 0x10000
-_NLMSG = struct.Struct("=IHHII")
 _IFINFO = struct.Struct("=BxHiII")
-_RTATTR = struct.Struct("=HH")
 IFLA_IFNAME = 3
 _RCVBUF = 1 << 20  # room for a burst of link messages (docker, VLAN churn)
 
@@ -94,18 +94,18 @@ class LinkWatcher:
         ``IFLA_IFNAME``, not by index: a re-created USB NIC, VLAN or bond gets a new
         index under the same name)."""
         offset = 0
-        while offset + _NLMSG.size <= len(data):
-            length, kind, _, _, _ = _NLMSG.unpack_from(data, offset)
-            if length < _NLMSG.size:
+        while offset + NLMSG.size <= len(data):
+            length, kind, _, _, _ = NLMSG.unpack_from(data, offset)
+            if length < NLMSG.size:
                 break
             end = min(offset + length, len(data))
             if kind in (RTM_NEWLINK, RTM_DELLINK):
-                attr = offset + _NLMSG.size + _IFINFO.size
-                while attr + _RTATTR.size <= end:
-                    alen, akind = _RTATTR.unpack_from(data, attr)
-                    if alen < _RTATTR.size:
+                attr = offset + NLMSG.size + _IFINFO.size
+                while attr + RTATTR.size <= end:
+                    alen, akind = RTATTR.unpack_from(data, attr)
+                    if alen < RTATTR.size:
                         break
-                    if akind == IFLA_IFNAME and data[attr + _RTATTR.size : attr + alen].rstrip(b"\0") in names:
+                    if akind == IFLA_IFNAME and data[attr + RTATTR.size : attr + alen].rstrip(b"\0") in names:
                         return True
                     attr += (alen + 3) & ~3
             offset += (length + 3) & ~3

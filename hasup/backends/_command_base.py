@@ -223,6 +223,20 @@ class CommandBackend(ServiceBackend):
     def _environment(self, term: int | None = None) -> dict[str, str]:
         return process_environment(self.env, term)
 
+    async def start(self, *, term: int = 0) -> None:
+        async with self._lock():  # one start/stop at a time, in order
+            await self._start(term)
+
+    async def stop(self) -> None:
+        async with self._lock():
+            await self._stop()
+
+    async def _start(self, term: int) -> None:
+        raise NotImplementedError  # the mode's own start (see _commands, _managed)
+
+    async def _stop(self) -> None:
+        raise NotImplementedError
+
     def _lock(self) -> anyio.Lock:
         """Serialises start() and stop()."""
         if self._lock_obj is None:

@@ -50,14 +50,6 @@ class CommandsBackend(CommandBackend, mode="start"):
         return problems
 
     # -- the ServiceBackend interface -------------------------------------------------------
-    async def start(self, *, term: int = 0) -> None:
-        async with self._lock():
-            await self._start(term)
-
-    async def stop(self) -> None:
-        async with self._lock():
-            await self._stop()
-
     async def status(self) -> ServiceStatus:
         if self.status_argv is None:
             return self._assumed

@@ -93,14 +93,6 @@ class ManagedProcessBackend(CommandBackend, mode="run"):
         hasup's small lifeline shim, see :mod:`._process`)."""
         return self._service_pid if self._process is not None else None
 
-    async def start(self, *, term: int = 0) -> None:
-        async with self._lock():
-            await self._start(term)
-
-    async def stop(self) -> None:
-        async with self._lock():
-            await self._stop()
-
     async def status(self) -> ServiceStatus:
         self._adopt()
         return self._status()
