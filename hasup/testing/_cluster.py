@@ -13,8 +13,6 @@ without, those actions are only logged.
 
 from __future__ import annotations
 
-import heapq
-import itertools
 import random
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any
@@ -40,6 +38,7 @@ from ..protocol import (
     SyncRole,
 )
 from ..protocol._config import Address
+from ._clock import VirtualClock
 from ._coordinator import FakeCoordinator
 from ._fakesync import FakeSyncEngine
 from ._host import NodeInput
@@ -48,7 +47,7 @@ from ._observe import ClusterEvent, ClusterView, SimNode
 __all__ = ["ClusterEvent", "NodeCluster", "SimNode"]
 
 
-class NodeCluster(ClusterView):
+class NodeCluster(VirtualClock, ClusterView):
     """A group of election cores on a simulated network and virtual clock.
 
     ``nodes`` is a sequence of ``(name, priority)`` or of ready :class:`CoreConfig`.
@@ -80,7 +79,7 @@ class NodeCluster(ClusterView):
         sync: FakeSyncEngine | None = None,
         **core_options: Any,
     ) -> None:
-        self.now = 0.0
+        VirtualClock.__init__(self)
         self.coordinator = coordinator
         self.sync = sync
         if coordinator is not None:
@@ -96,8 +95,6 @@ class NodeCluster(ClusterView):
         self.rng = random.Random(seed)
         self.events: list[ClusterEvent] = []
         self.action_log: list[tuple[float, str, Action]] = []
-        self._queue: list[tuple[float, int, Callable[[], object]]] = []
-        self._seq = itertools.count()
         self._blocked: set[tuple[str, str]] = set()  # (src, dst) pairs that drop
         self._epoch_clock = 1_000
         addresses = {self._name(n): (f"10.0.0.{i + 1}", 5405) for i, n in enumerate(nodes)}
@@ -128,34 +125,8 @@ class NodeCluster(ClusterView):
     def _name(spec: tuple[str, int] | CoreConfig) -> str:
         return spec.name if isinstance(spec, CoreConfig) else spec[0]
 
-    # ------------------------------------------------------------------ scheduling
-    def _at(self, when: float, fn: Callable[[], object]) -> None:
-        heapq.heappush(self._queue, (when, next(self._seq), fn))
-
-    def run_until(self, t: float) -> None:
-        """Advance virtual time to ``t``, processing every event due before it."""
-        while self._queue and self._queue[0][0] <= t:
-            when, _, fn = heapq.heappop(self._queue)
-            self.now = max(self.now, when)
-            fn()
-        self.now = max(self.now, t)
-
-    def advance(self, dt: float) -> None:
-        self.run_until(self.now + dt)
-
-    def run_until_true(self, predicate: Callable[[], bool], *, timeout: float) -> float:
-        """Process events until ``predicate()`` holds; return the time. ``AssertionError`` on timeout."""
-        deadline = self.now + timeout
-        while not predicate():
-            if not self._queue or self._queue[0][0] > deadline:
-                self.run_until(deadline)
-                if predicate():
-                    break
-                raise AssertionError(f"condition not reached by t={deadline:.3f}: {self.states()}")
-            when, _, fn = heapq.heappop(self._queue)
-            self.now = max(self.now, when)
-            fn()
-        return self.now
+    def _status(self) -> object:
+        return self.states()
 
     # ------------------------------------------------------------------ lifecycle
     def start(self, names: Iterable[str] | None = None, *, service_running: bool = False) -> None:
@@ -255,10 +226,6 @@ class NodeCluster(ClusterView):
     @property
     def names(self) -> list[str]:
         return list(self.sims)
-
-    def call_at(self, when: float, fn: Callable[[], object]) -> None:
-        """Run ``fn`` at virtual time ``when`` (not before now)."""
-        self._at(max(when, self.now), fn)
 
     def incarnation(self, name: str) -> int | None:
         sim = self.sims[name]
