@@ -226,7 +226,9 @@ async def test_partitioned_leader_steps_down_before_anyone_takes_over(etcd: Etcd
         c = await stack.enter_async_context(_coordinator(etcd, prefix, "c", ttl=ttl))
         token_a = await a.campaign()
         await wait_for(lambda: b.current_leader() == c.current_leader() == "a")
-        await anyio.sleep(ttl / 2)  # a few renewals went through
+        for _ in range(2):  # two renewals went through (each moves the local deadline on)
+            renewed = a.deadline()
+            await wait_for(lambda: a.deadline() != renewed, within=ttl)  # noqa: B023
         lost_at: list[float] = []
         won: list[tuple[str, int, float]] = []
         async with anyio.create_task_group() as tg:
@@ -304,19 +306,14 @@ async def test_operator_deleting_the_key_ends_the_tenure(etcd: EtcdCluster, pref
 async def test_leader_changes_iterator(etcd: EtcdCluster, prefix: str) -> None:
     async with _coordinator(etcd, prefix, "a") as a, _coordinator(etcd, prefix, "b") as b:
         changes = []
-        async with anyio.create_task_group() as tg:
-
-            async def collect() -> None:
-                with b.leader_changes() as stream:
-                    async for change in stream:
-                        changes.append(change)
-                        if len(changes) == 2:
-                            return
-
-            tg.start_soon(collect)
-            await anyio.sleep(0.05)
+        with b.leader_changes() as stream:  # subscribed before anything happens
             token = await a.campaign()
             await a.resign()
+            with anyio.fail_after(5):
+                async for change in stream:
+                    changes.append(change)
+                    if len(changes) == 2:
+                        break
         assert [(c.leader, c.token) for c in changes] == [("a", token), (None, 0)]
 
 
