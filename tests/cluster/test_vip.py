@@ -1,7 +1,8 @@
 """A virtual IP that follows the service, on real namespaces, veths, a bridge and ARP tables.
 
 Two ``python -m hasup run`` nodes (advert 100 ms) with ``[[vip]] address =
-"10.77.0.100/24"`` on ``eth0``. A watcher per node namespace records every 10 ms
+"10.77.0.100/24"`` on ``eth0`` (and again with ``"fd00:77::100/64"``: unsolicited
+neighbour advertisements instead of gratuitous ARP). A watcher per node namespace records every 10 ms
 whether the node holds the VIP *usably* (the address is on ``eth0`` and the link has
 carrier: a powered-off machine's configuration answers nobody). The switch namespace
 is the client: its bridge has an address in the subnet and its neighbour table shows
@@ -20,6 +21,7 @@ import sys
 import threading
 import time
 from collections.abc import Iterator
+from dataclasses import dataclass
 
 import pytest
 
@@ -31,8 +33,29 @@ from .testbed import Node, Testbed, netns_unavailable
 
 pytestmark = [pytest.mark.netns, pytest.mark.timeout(240)]
 
-VIP = "10.77.0.100"
-CLIENT = "10.77.0.250"
+
+@dataclass(frozen=True)
+class Vip:
+    """The VIP under test, its prefix, and the client's own address in its subnet."""
+
+    address: str
+    prefix: int
+    client: str
+
+    @property
+    def cidr(self) -> str:
+        return f"{self.address}/{self.prefix}"
+
+    @property
+    def version(self) -> int:
+        return 6 if ":" in self.address else 4
+
+    def addr_flags(self) -> tuple[str, ...]:
+        return ("nodad",) if self.version == 6 else ()
+
+
+V4 = Vip("10.77.0.100", 24, "10.77.0.250")
+V6 = Vip("fd00:77::100", 64, "fd00:77::250")
 
 _WATCH_SRC = r"""
 import sys, time
@@ -44,7 +67,7 @@ last = None
 while True:
     try:
         index = socket.if_nametoindex(dev)
-        present = any(i == index and a == vip for i, a, _ in addresses(4))
+        present = any(i == index and a == vip for i, a, _ in addresses(vip.version))
         carrier = open(f"/sys/class/net/{dev}/carrier").read().strip() == "1"
     except OSError:
         present = carrier = False
@@ -59,8 +82,8 @@ while True:
 class VipWatch:
     """Per-namespace watchers: when each node held the VIP usably."""
 
-    def __init__(self, bed: Testbed) -> None:
-        self.bed = bed
+    def __init__(self, bed: Testbed, vip: Vip) -> None:
+        self.bed, self.vip = bed, vip
         self.changes: dict[str, list[tuple[float, bool]]] = {n.name: [] for n in bed.nodes}
         self._procs: list[subprocess.Popen[bytes]] = []
         self._threads: list[threading.Thread] = []
@@ -69,7 +92,7 @@ class VipWatch:
     def __enter__(self) -> VipWatch:
         for node in self.bed.nodes:
             proc = subprocess.Popen(
-                node.argv([sys.executable, "-c", _WATCH_SRC, VIP, node.dev]),
+                node.argv([sys.executable, "-c", _WATCH_SRC, self.vip.address, node.dev]),
                 stdout=subprocess.PIPE,
                 stderr=subprocess.DEVNULL,
                 start_new_session=True,
@@ -144,17 +167,18 @@ def mac(node: Node) -> str:
     return json.loads(node.run(["ip", "-j", "link", "show", node.dev]).stdout)[0]["address"]
 
 
-def client_mac(bed: Testbed) -> str | None:
+def client_mac(bed: Testbed, vip: Vip) -> str | None:
     out = subprocess.run(
-        ["ip", "-n", bed.sw_ns, "-j", "neigh", "show", VIP], capture_output=True, text=True, check=True
+        ["ip", "-n", bed.sw_ns, "-j", "neigh", "show", vip.address], capture_output=True, text=True, check=True
     ).stdout
     entries = json.loads(out or "[]")
     return entries[0].get("lladdr") if entries else None
 
 
-def client_talks_to_vip(bed: Testbed) -> None:
-    """One UDP datagram from the client to the VIP: the kernel resolves (ARPs) it."""
-    src = f"import socket; socket.socket(socket.AF_INET, socket.SOCK_DGRAM).sendto(b'x', ({VIP!r}, 9))"
+def client_talks_to_vip(bed: Testbed, vip: Vip) -> None:
+    """One UDP datagram from the client to the VIP: the kernel resolves it (ARP or NS)."""
+    fam = "AF_INET6" if vip.version == 6 else "AF_INET"
+    src = f"import socket; socket.socket(socket.{fam}, socket.SOCK_DGRAM).sendto(b'x', ({vip.address!r}, 9))"
     subprocess.run(["ip", "netns", "exec", bed.sw_ns, sys.executable, "-c", src], check=True, capture_output=True)
 
 
@@ -166,69 +190,74 @@ def wait(pred: object, timeout: float, what: str) -> None:
         time.sleep(0.02)
 
 
-@pytest.fixture
-def vip_cluster() -> Iterator[tuple[Testbed, HasupCluster, Observer, VipWatch]]:
+Cluster = tuple[Testbed, HasupCluster, Observer, VipWatch, Vip]
+
+
+@pytest.fixture(params=[V4, V6], ids=["ipv4", "ipv6"])
+def vip_cluster(request: pytest.FixtureRequest) -> Iterator[Cluster]:
+    vip: Vip = request.param
     if (why := netns_unavailable()) is not None:
         missing_component("network namespaces", why)
     if (why := hasup_runner_unavailable()) is not None:
         missing_component("hasup runner", why)
     with Testbed(2) as bed:
-        subprocess.run(["ip", "-n", bed.sw_ns, "addr", "add", f"{CLIENT}/24", "dev", "br0"], check=True)
-        hs = HasupCluster(bed, advert_interval="100ms", extra={"vip": [{"address": f"{VIP}/24", "device": "eth0"}]})
-        with Observer(bed, status_port=STATUS_PORT, status_interval=0.05) as obs, VipWatch(bed) as watch:
+        client = ["ip", "-n", bed.sw_ns, "addr", "add", f"{vip.client}/{vip.prefix}", "dev", "br0"]
+        subprocess.run([*client, *vip.addr_flags()], check=True)
+        hs = HasupCluster(bed, advert_interval="100ms", extra={"vip": [{"address": vip.cidr, "device": "eth0"}]})
+        with Observer(bed, status_port=STATUS_PORT, status_interval=0.05) as obs, VipWatch(bed, vip) as watch:
             hs.start()
             try:
-                yield bed, hs, obs, watch
+                yield bed, hs, obs, watch, vip
             finally:
                 hs.stop()
                 for node in bed.nodes:  # kill -9 leaves the address: clean it like a reboot would
                     with contextlib.suppress(Exception):
-                        node.run(["ip", "addr", "del", f"{VIP}/24", "dev", node.dev], check=False)
+                        node.run(["ip", "addr", "del", vip.cidr, "dev", node.dev], check=False)
     assert bed.leftovers() == {"namespaces": [], "links": [], "processes": []}
 
 
-def test_vip_follows_the_service_and_the_client_follows_the_announcements(
-    vip_cluster: tuple[Testbed, HasupCluster, Observer, VipWatch],
-) -> None:
-    bed, hs, obs, watch = vip_cluster
+def test_vip_follows_the_service_and_the_client_follows_the_announcements(vip_cluster: Cluster) -> None:
+    bed, hs, obs, watch, vip = vip_cluster
     n1, n2 = bed.nodes
     watch.wait_holder(n1.name, timeout=30)
     obs.wait_serving({n1.name}, timeout=30)
     status = hs.status(n1)
     assert status is not None and status["vips"] == [
-        {"address": f"{VIP}/24", "device": "eth0", "label": None, "held": True}
+        {"address": vip.cidr, "device": "eth0", "label": None, "held": True}
     ]
     # the client learns the VIP's MAC by talking to it
-    client_talks_to_vip(bed)
-    wait(lambda: client_mac(bed) == mac(n1), 5, "the client resolved the VIP to n1")
+    client_talks_to_vip(bed, vip)
+    wait(lambda: client_mac(bed, vip) == mac(n1), 5, "the client resolved the VIP to n1")
 
     # 1. a left-over copy on a node that is not the holder is removed at its start
     hs.kill_supervisor(n2)
     t_orphan = time.monotonic()
-    n2.run(["ip", "addr", "add", f"{VIP}/24", "dev", n2.dev])  # as a crashed hasup would leave it
+    n2.run(["ip", "addr", "add", vip.cidr, "dev", n2.dev, *vip.addr_flags()])  # as a crashed hasup leaves it
     hs.boot(n2)
-    wait(lambda: VIP not in n2.run(["ip", "-4", "addr", "show", n2.dev]).stdout, 15, "the orphan removed")
+    family = f"-{vip.version}"
+    wait(lambda: vip.address not in n2.run(["ip", family, "addr", "show", n2.dev]).stdout, 15, "orphan removed")
     t_cleaned = time.monotonic()
     print(f"figure: left-over VIP removed {t_cleaned - t_orphan:.3f}s after it was planted (hasup start included)")
     wait(lambda: (st := hs.status(n2)) is not None and st["state"] == "BACKUP", 15, "n2 BACKUP")
-    client_talks_to_vip(bed)
-    wait(lambda: client_mac(bed) == mac(n1), 5, "client entry -> n1's MAC")
+    client_talks_to_vip(bed, vip)
+    wait(lambda: client_mac(bed, vip) == mac(n1), 5, "client entry -> n1's MAC")
 
-    # 2. service crash: the VIP moves to n2, the client's entry with it (GARP only)
+    # 2. service crash: the VIP moves to n2, the client's entry with it (announcements only)
     hs.kill_service(n1)
     watch.wait_holder(n2.name, timeout=10)
-    wait(lambda: client_mac(bed) == mac(n2), 5, "client entry -> n2's MAC")
+    wait(lambda: client_mac(bed, vip) == mac(n2), 5, "client entry -> n2's MAC")
 
     # 3. failback to n1 (after its fault holddown)
     watch.wait_holder(n1.name, timeout=30)
-    wait(lambda: client_mac(bed) == mac(n1), 5, "client entry -> n1's MAC")
+    wait(lambda: client_mac(bed, vip) == mac(n1), 5, "client entry -> n1's MAC")
 
     # 4. node loss: n1 powered off (link down, its runtime addresses gone with it)
     hs.kill_node(n1)
     n1.link_down("node")
-    n1.run(["ip", "addr", "del", f"{VIP}/24", "dev", n1.dev])
+    # (the kernel drops IPv6 addresses itself when the link goes down)
+    n1.run(["ip", "addr", "del", vip.cidr, "dev", n1.dev], check=vip.version == 4)
     watch.wait_holder(n2.name, timeout=10)
-    wait(lambda: client_mac(bed) == mac(n2), 5, "client entry -> n2's MAC after node loss")
+    wait(lambda: client_mac(bed, vip) == mac(n2), 5, "client entry -> n2's MAC after node loss")
     n1.link_up("node")
     hs.boot(n1)
     watch.wait_holder(n1.name, timeout=30)
@@ -237,7 +266,7 @@ def test_vip_follows_the_service_and_the_client_follows_the_announcements(
     wait(lambda: (st := hs.status(n2)) is not None and st["state"] == "BACKUP", 15, "n2 BACKUP again")
     n1.run([sys.executable, "-m", "hasup", "switchover", "-c", str(hs.config_path(n1)), "--timeout", "20"], timeout=30)
     watch.wait_holder(n2.name, timeout=10)
-    wait(lambda: client_mac(bed) == mac(n2), 5, "client entry -> n2's MAC after switchover")
+    wait(lambda: client_mac(bed, vip) == mac(n2), 5, "client entry -> n2's MAC after switchover")
 
     both = watch.both_held(expected=(t_orphan, t_cleaned))
     assert both == [], f"both nodes held the VIP: {both}"
