@@ -180,9 +180,7 @@ async def bench(host: str, runs: int, restart: Callable[[], None] | None) -> Res
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--runs", type=int, default=20)
     parser.add_argument("--docker-host", help="use this engine (no dockerd restart figure)")
     args = parser.parse_args()

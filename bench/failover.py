@@ -193,6 +193,8 @@ def _client_figures(res: ImplResult, scenario: str, t0: float, t1: float, holder
     res.add(f"{scenario}_client_fail", float(view.failures(t0, t1)))
     arp = view.first_mac(_mac(holder), t0)
     res.add(f"{scenario}_client_arp_s", None if arp is None else arp - t0)
+    res.add(f"{scenario}_conn_gap_s", view.conn_gap(t0, t1))
+    res.add(f"{scenario}_conn_hung", float(view.conn_ends(t0, t1).get("timeout", 0)))
 
 
 def reset(impl: Any, obs: Observer, timeout: float = 40.0) -> None:
@@ -373,6 +375,8 @@ for _scenario, _what in (
         (f"{_scenario}_client_gap_s", f"{_what}: client's longest gap via the VIP (s)", "s"),
         (f"{_scenario}_client_fail", f"{_what}: client requests failed (10 ms apart)", "n"),
         (f"{_scenario}_client_arp_s", f"{_what}: client's ARP entry → new holder (s)", "s"),
+        (f"{_scenario}_conn_gap_s", f"{_what}: long-lived connection's longest gap (s)", "s"),
+        (f"{_scenario}_conn_hung", f"{_what}: long-lived requests that hung 1 s (timeout)", "n"),
     ]
 
 

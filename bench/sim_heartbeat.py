@@ -52,8 +52,7 @@ def main(argv: list[str] | None = None) -> int:
         us = cpu / received * 1e6
         per_heartbeat.append(us)
         print(
-            f"run {i + 1}: {received} heartbeats in {cpu:.2f} s CPU ({wall:.2f} s wall)"
-            f" = {us:.1f} µs/heartbeat",
+            f"run {i + 1}: {received} heartbeats in {cpu:.2f} s CPU ({wall:.2f} s wall) = {us:.1f} µs/heartbeat",
             flush=True,
         )
     median = statistics.median(per_heartbeat)

@@ -117,8 +117,9 @@ class Node:
     def service_pgid(self) -> int:
         """The managed service's process group (child of hasup, session leader)."""
         assert self.proc is not None
-        out = subprocess.run(["ps", "-o", "pid=,pgid=,ppid=", "--ppid", str(self.proc.pid)],
-                             capture_output=True, text=True).stdout.split()
+        out = subprocess.run(
+            ["ps", "-o", "pid=,pgid=,ppid=", "--ppid", str(self.proc.pid)], capture_output=True, text=True
+        ).stdout.split()
         return int(out[1])
 
     def kill(self) -> None:
@@ -212,8 +213,7 @@ def main() -> int:
     scenarios = [s.strip() for s in args.scenarios.split(",")]
     with tempfile.TemporaryDirectory(prefix="hasup-bench-") as d:
         tmp = Path(d)
-        subprocess.run([sys.executable, "-m", "hasup", "keygen", str(tmp / "key")], check=True,
-                       capture_output=True)
+        subprocess.run([sys.executable, "-m", "hasup", "keygen", str(tmp / "key")], check=True, capture_output=True)
         print(f"service: {Path(service_argv(1, tmp)[0]).name}; {args.runs} runs per cell; seconds")
         print("| advert | scenario | median | min | max | master-down interval |")
         print("|---|---|---|---|---|---|")
@@ -221,8 +221,11 @@ def main() -> int:
             mdi = 3 * advert + (256 - 90) * advert / 256
             for scenario in scenarios:
                 values = [one_round(tmp, advert, scenario) for _ in range(args.runs)]
-                print(f"| {advert:g} s | {scenario} | {statistics.median(values):.3f} | {min(values):.3f} | "
-                      f"{max(values):.3f} | {mdi:.3f} |", flush=True)
+                print(
+                    f"| {advert:g} s | {scenario} | {statistics.median(values):.3f} | {min(values):.3f} | "
+                    f"{max(values):.3f} | {mdi:.3f} |",
+                    flush=True,
+                )
         print("\n| advert | idle CPU % (one supervisor, master) | RSS MB |")
         print("|---|---|---|")
         for advert in adverts:

@@ -57,9 +57,7 @@ def summary(samples: list[float]) -> tuple[float, float]:
 
 
 async def measure(bus: str, cgroup: Path, init_pid: int, runs: int) -> dict[str, list[float]]:
-    results: dict[str, list[float]] = {
-        k: [] for k in ("start", "stop", "crash", "sc_start", "sc_stop", "spawn")
-    }
+    results: dict[str, list[float]] = {k: [] for k in ("start", "stop", "crash", "sc_start", "sc_stop", "spawn")}
     procs = cgroup / "system.slice" / UNIT / "cgroup.procs"
 
     def timed_run(argv: list[str]) -> float:
@@ -109,9 +107,7 @@ def main() -> None:
         sys.exit("run as root: the systemd fixture needs namespaces, mounts and cgroups")
     root = Path(tempfile.mkdtemp(prefix="hasup-bench-systemd-"))
     try:
-        subprocess.run(
-            [str(FIXTURES / "setup.sh"), str(root), str(free_port())], check=True, capture_output=True
-        )
+        subprocess.run([str(FIXTURES / "setup.sh"), str(root), str(free_port())], check=True, capture_output=True)
         (root / "units" / UNIT).write_text(
             "[Service]\nType=simple\n"
             f"ExecStart=/usr/bin/python3 -m http.server --bind 127.0.0.1 {free_port()} --directory /\n"

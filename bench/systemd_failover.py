@@ -174,9 +174,7 @@ def main() -> None:
         print(row(f"advert {advert}", results[advert]))
     for advert in adverts:
         if results[f"{advert} start"]:
-            print(
-                row(f"advert {advert}: crash → edge-b's `start service` log line", results[f"{advert} start"])
-            )
+            print(row(f"advert {advert}: crash → edge-b's `start service` log line", results[f"{advert} start"]))
     print(row("baseline: backend `start()` of the stand-in → answers (no failover)", base))
 
 

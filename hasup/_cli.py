@@ -23,6 +23,20 @@ from .config import Config, load_config
 
 __all__ = ["main"]
 
+_DESCRIPTION = """\
+hasup keeps exactly one copy of a service running on a pair (or small group) of
+machines: it moves the service in well under a second when the active node or its
+service dies, and back without ever running two copies."""
+
+#: where -c looks when it is not given (the Debian package's configuration file)
+DEFAULT_CONFIG = "/etc/hasup/hasup.toml"
+
+#: `hasup status` exit codes (docs/cli.md): monitoring can alert on them
+STATUS_OK, STATUS_UNREACHABLE, STATUS_FAULT, STATUS_ALARM = 0, 1, 3, 4
+
+#: syslog priorities of sd-daemon(3) prefixes, for stderr captured by journald
+_JOURNAL_PRIORITY = {logging.DEBUG: "<7>", logging.INFO: "<6>", logging.WARNING: "<4>", logging.ERROR: "<3>"}
+
 log = logging.getLogger("hasup")
 
 
@@ -39,10 +53,33 @@ class _JsonFormatter(logging.Formatter):
         return json.dumps(doc)
 
 
+class _JournalFormatter(logging.Formatter):
+    """``<priority>message``: journald takes the level from the prefix (sd-daemon(3))
+    and adds its own timestamps."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        prefix = _JOURNAL_PRIORITY.get(record.levelno, "<2>" if record.levelno > logging.ERROR else "<6>")
+        return prefix + super().format(record).replace("\n", "\n" + prefix)
+
+
+def _stderr_is_journal() -> bool:
+    """True when stderr is the stream systemd connected to journald (``JOURNAL_STREAM``
+    holds its ``device:inode``; a redirected stderr does not match)."""
+    value = os.environ.get("JOURNAL_STREAM", "")
+    dev, _, ino = value.partition(":")
+    try:
+        st = os.fstat(sys.stderr.fileno())
+        return (st.st_dev, st.st_ino) == (int(dev), int(ino))
+    except (ValueError, OSError, AttributeError):
+        return False
+
+
 def _setup_logging(level: str, fmt: str) -> None:
     handler = logging.StreamHandler(sys.stderr)
     if fmt == "json":
         handler.setFormatter(_JsonFormatter())
+    elif _stderr_is_journal():
+        handler.setFormatter(_JournalFormatter("%(message)s"))
     else:
         handler.setFormatter(logging.Formatter("%(asctime)s.%(msecs)03d %(levelname)s %(message)s", "%H:%M:%S"))
     root = logging.getLogger()
@@ -161,8 +198,8 @@ def cmd_check(args: argparse.Namespace) -> int:
     except ConfigError as exc:
         return _fail(str(exc))
     core = config.core_config()
-    for warning in config.warnings:
-        print(f"warning: {warning}")
+    for warning in config.warnings:  # stderr: `hasup check -c F | jq` sees only the JSON
+        print(f"warning: {warning}", file=sys.stderr)
     effective = {
         "node": {
             "name": core.name,
@@ -222,7 +259,7 @@ def cmd_check(args: argparse.Namespace) -> int:
 
     problems = anyio.run(backend_problems)
     for problem in problems:
-        print(f"problem: {problem}")
+        print(f"problem: {problem}", file=sys.stderr)
     return 1 if problems else 0
 
 
@@ -261,12 +298,14 @@ def cmd_status(args: argparse.Namespace) -> int:
     try:
         response = httpx.get(f"{url}/status", timeout=3.0)
         response.raise_for_status()
-    except httpx.HTTPError as exc:
+        response.json()
+    except (httpx.HTTPError, ValueError) as exc:
         return _fail(f"cannot reach {url}/status: {exc}", 1)
     doc = response.json()
+    code = _status_code(doc)
     if args.json:
         print(json.dumps(doc, indent=2))
-        return 0
+        return code
     print(
         f"{doc['node']}: {doc['state']} (term {doc['term']}, priority {doc['priority']}/"
         f"{doc['effective_priority']}) service {doc['service']}, in this state for {doc['since_seconds']} s"
@@ -280,7 +319,14 @@ def cmd_status(args: argparse.Namespace) -> int:
         )
     for kind, detail in doc.get("alarms", {}).items():
         print(f"  ALARM {kind}: {detail}")
-    return 0
+    return code
+
+
+def _status_code(doc: dict[str, Any]) -> int:
+    """0 healthy, 3 FAULT, 4 an alarm is raised (not FAULT); 1 is "cannot ask"."""
+    if doc.get("state") == "FAULT":
+        return STATUS_FAULT
+    return STATUS_ALARM if doc.get("alarms") else STATUS_OK
 
 
 # --------------------------------------------------------------------------- operations
@@ -319,7 +365,10 @@ def cmd_switchover(args: argparse.Namespace) -> int:
     url = _status_url(args)
     deadline = started + args.timeout
     while time.monotonic() < deadline:
-        status = httpx.get(f"{url}/status", timeout=3.0).json()
+        try:
+            status = httpx.get(f"{url}/status", timeout=3.0).json()
+        except (httpx.HTTPError, ValueError) as exc:
+            return _fail(f"switchover to {target} asked, but {url}/status stopped answering: {exc}", 1)
         peer = next((p for p in status["peers"] if p["name"] == target), None)
         if peer and peer["state"] == "MASTER" and peer["active"] and not status["holder"]:
             took = time.monotonic() - started
@@ -360,7 +409,7 @@ def cmd_sync(args: argparse.Namespace) -> int:
     url = _status_url(args)
     try:
         status = httpx.get(f"{url}/status", timeout=3.0).json()
-    except httpx.HTTPError as exc:
+    except (httpx.HTTPError, ValueError) as exc:
         return _fail(f"cannot reach {url}/status: {exc}", 1)
     entries = status.get("sync")
     if not entries:
@@ -420,12 +469,12 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="hasup", description=__doc__)
+    parser = argparse.ArgumentParser(prog="hasup", description=_DESCRIPTION)
     parser.add_argument("--version", action="version", version=f"hasup {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
 
     p = sub.add_parser("run", help="run this node's supervisor")
-    p.add_argument("-c", "--config", required=True)
+    p.add_argument("-c", "--config", default=DEFAULT_CONFIG, help=f"configuration file (default {DEFAULT_CONFIG})")
     p.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
     p.add_argument("--log-format", default="text", choices=["text", "json"])
     p.add_argument(
@@ -437,19 +486,19 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_run)
 
     p = sub.add_parser("check", help="validate a configuration and print the effective settings")
-    p.add_argument("-c", "--config", required=True)
+    p.add_argument("-c", "--config", default=DEFAULT_CONFIG, help=f"configuration file (default {DEFAULT_CONFIG})")
     p.add_argument("--offline", action="store_true", help="do not contact the backend (systemd, dockerd)")
     p.set_defaults(func=cmd_check)
 
     p = sub.add_parser("status", help="show a running node's view of the group")
-    group = p.add_mutually_exclusive_group(required=True)
-    group.add_argument("-c", "--config")
-    group.add_argument("--url")
+    group = p.add_mutually_exclusive_group()
+    group.add_argument("-c", "--config", default=DEFAULT_CONFIG, help=f"configuration file (default {DEFAULT_CONFIG})")
+    group.add_argument("--url", help="ask this status endpoint instead of the one -c names")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_status)
 
     p = sub.add_parser("switchover", help="move the service from this MASTER to a peer (release handshake)")
-    p.add_argument("-c", "--config", required=True)
+    p.add_argument("-c", "--config", default=DEFAULT_CONFIG, help=f"configuration file (default {DEFAULT_CONFIG})")
     p.add_argument("--url", help=argparse.SUPPRESS)
     p.add_argument("--to", help="target node (default: the best BACKUP)")
     p.add_argument("--timeout", type=float, default=120.0)
@@ -457,26 +506,26 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("maintenance", help="on: this node never claims or takes over; off: back to normal")
     p.add_argument("mode", choices=["on", "off"])
-    p.add_argument("-c", "--config", required=True)
+    p.add_argument("-c", "--config", default=DEFAULT_CONFIG, help=f"configuration file (default {DEFAULT_CONFIG})")
     p.add_argument("--url", help=argparse.SUPPRESS)
     p.set_defaults(func=cmd_maintenance)
 
     p = sub.add_parser(
         "confirm-stopped", help="vouch that the service is stopped after a failed stop (clears the alarm)"
     )
-    p.add_argument("-c", "--config", required=True)
+    p.add_argument("-c", "--config", default=DEFAULT_CONFIG, help=f"configuration file (default {DEFAULT_CONFIG})")
     p.add_argument("--url", help=argparse.SUPPRESS)
     p.set_defaults(func=cmd_confirm_stopped)
 
     p = sub.add_parser("forget-peer", help="accept a peer rejected as stale (after its state was wiped)")
     p.add_argument("peer")
-    p.add_argument("-c", "--config", required=True)
+    p.add_argument("-c", "--config", default=DEFAULT_CONFIG, help=f"configuration file (default {DEFAULT_CONFIG})")
     p.add_argument("--url", help=argparse.SUPPRESS)
     p.set_defaults(func=cmd_forget_peer)
 
     p = sub.add_parser("sync", help="data sync: `status` (generations, lag, conflicts) or `now`")
     p.add_argument("action", choices=["status", "now"])
-    p.add_argument("-c", "--config", required=True)
+    p.add_argument("-c", "--config", default=DEFAULT_CONFIG, help=f"configuration file (default {DEFAULT_CONFIG})")
     p.add_argument("--url", help=argparse.SUPPRESS)
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_sync)

@@ -3,7 +3,8 @@
 :class:`HasupCluster` writes one config per node (the runner's TOML contract), a
 shared group key, a state dir per node, and starts the supervisors with
 ``sys.executable`` and the repository root on ``PYTHONPATH``. The service is the same
-stand-in as keepalived's: ``python -m http.server 8085`` bound to the node's address,
+stand-in as keepalived's: ``python -m http.server 8085 --protocol HTTP/1.1`` (HTTP/1.1 so a
+client can hold a keep-alive connection) bound to the node's address,
 spawned and supervised by hasup's ``command`` backend.
 
 It offers the same surface as :class:`~tests.cluster.keepalived.KeepalivedPair`
@@ -155,6 +156,8 @@ class HasupCluster:
                     "-m",
                     "http.server",
                     str(SERVICE_PORT),
+                    "--protocol",
+                    "HTTP/1.1",
                     "--bind",
                     self.bind or node.addr,
                     "--directory",

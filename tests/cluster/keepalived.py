@@ -10,7 +10,7 @@ Variants:
 * ``tuned``: the same with ``vrrp_version 3`` and ``advert_int 0.1`` (VRRPv3 has no
   authentication, so that block is left out).
 
-The service stands in for NeuronEX: ``python3 -m http.server 8085``, started and stopped
+The service stands in for NeuronEX: ``python3 -m http.server 8085 --protocol HTTP/1.1``, started and stopped
 by the notify scripts through a pid file (``systemctl start/stop`` in the recipe). Each
 notify script also appends ``$EPOCHREALTIME <event>`` to ``notify.log`` (a bash builtin:
 no extra fork, so it does not change what the script does or when).
@@ -90,7 +90,7 @@ _SVC_START = """#!/bin/bash
 # stand-in for `systemctl start neuronex`
 cd {dir}
 if [ -f svc.pid ] && kill -0 "$(cat svc.pid)" 2>/dev/null; then exit 0; fi
-setsid {python} -m http.server {port} --bind 0.0.0.0 --directory {dir}/www >>svc.log 2>&1 </dev/null &
+setsid {python} -m http.server {port} --protocol HTTP/1.1 --bind 0.0.0.0 --directory {dir}/www >>svc.log 2>&1 </dev/null &
 echo $! > svc.pid
 """
 
