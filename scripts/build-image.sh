@@ -4,8 +4,8 @@
 # Usage: scripts/build-image.sh [TAG]          (default TAG: hasup:local; root, Debian host)
 #
 # 1. hasup-base:local: a minimal Debian 12 root file system with python3 and
-#    python3-venv, made from Debian packages with mmdebstrap (installed from apt when
-#    missing) and loaded with `docker import`. Skipped when the image already exists;
+#    python3-venv, made from Debian packages with mmdebstrap (scripts/debian-rootfs.sh)
+#    and loaded with `docker import`. Skipped when the image already exists;
 #    the tarball is cached in $HASUP_IMAGE_CACHE (default ~/.cache/hasup-image), so a
 #    rebuild after `docker rmi` or on a fresh dockerd does not download Debian again.
 # 2. wheels: `pip wheel` of hasup[docker] and all its dependencies on the host, into a
@@ -23,8 +23,6 @@ set -eu
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 TAG=${1:-hasup:local}
 BASE=${HASUP_BASE_IMAGE:-hasup-base:local}
-CACHE=${HASUP_IMAGE_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/hasup-image}
-MIRROR=${DEBIAN_MIRROR:-http://deb.debian.org/debian}
 DOCKER=/usr/bin/docker; [ -x "$DOCKER" ] || DOCKER=docker
 if [ -z "${PYTHON:-}" ]; then
   PYTHON=python3; [ -x "$ROOT/.venv/bin/python" ] && PYTHON="$ROOT/.venv/bin/python"
@@ -33,31 +31,7 @@ log() { echo "build-image: $*" >&2; }
 
 # --- 1. the base image --------------------------------------------------------------
 if ! "$DOCKER" image inspect "$BASE" >/dev/null 2>&1; then
-  TARBALL="$CACHE/debian12-python3.tar"
-  if [ ! -s "$TARBALL" ]; then
-    if ! command -v mmdebstrap >/dev/null 2>&1; then
-      log "installing mmdebstrap"
-      export DEBIAN_FRONTEND=noninteractive
-      apt-get -o DPkg::Lock::Timeout=300 install -y -qq --no-install-recommends mmdebstrap >/dev/null 2>&1 || {
-        apt-get -o DPkg::Lock::Timeout=300 update -qq
-        apt-get -o DPkg::Lock::Timeout=300 install -y -qq --no-install-recommends mmdebstrap >/dev/null
-      }
-    fi
-    mkdir -p "$CACHE"
-    log "mmdebstrap: Debian 12 minbase + python3 -> $TARBALL"
-    # minbase: essential packages + apt; no docs, man pages or locales in the image.
-    mmdebstrap --quiet --format=tar --variant=minbase --include=python3,python3-venv,ca-certificates \
-      --dpkgopt='path-exclude=/usr/share/man/*' \
-      --dpkgopt='path-exclude=/usr/share/doc/*' \
-      --dpkgopt='path-include=/usr/share/doc/*/copyright' \
-      --dpkgopt='path-exclude=/usr/share/locale/*' \
-      --customize-hook='rm -rf "$1"/var/lib/apt/lists/* "$1"/var/cache/apt/*' \
-      bookworm "$TARBALL.part" \
-      "deb $MIRROR bookworm main" \
-      "deb $MIRROR bookworm-updates main" \
-      "deb http://deb.debian.org/debian-security bookworm-security main"
-    mv "$TARBALL.part" "$TARBALL"
-  fi
+  TARBALL=$("$ROOT/scripts/debian-rootfs.sh")
   log "docker import -> $BASE"
   "$DOCKER" import --change 'ENV LANG=C.UTF-8' --change 'CMD ["/bin/bash"]' \
     "$TARBALL" "$BASE" >/dev/null
