@@ -1,23 +1,25 @@
-# hasup in a container, for managing a Docker container beside it (docs/deploy-docker.md).
+# The hasup container image: hasup in a virtual environment, `hasup` as entry point.
 #
-# Build with scripts/build-image.sh: no image registry is needed. The base image
-# (hasup-base:local, Debian 12 with python3 and python3-venv) is made from Debian
-# packages with mmdebstrap and `docker import`; the build context is staged by the
-# script and holds only this file's inputs: wheels/ (hasup[docker] and its
-# dependencies, from `pip wheel`), so the RUN step needs no network.
+# From a clone of the repository (needs a registry for the base image and PyPI):
+#   docker build -t hasup .
+# Offline (CI, air-gapped edge boxes): scripts/build-image.sh builds the same file on a
+# Debian 12 base made with mmdebstrap (BASE=hasup-base:local) from a staged context of
+# wheels (SPEC=hasup[docker], PIP_ARGS="--no-index --find-links /tmp/src/wheels").
 #
-# Run (see examples/neuronex-docker/):
-#   docker run -d --name hasup --restart always --network host \
+# Run (see examples/neuronex-docker/; restart policy for hasup itself, never for the
+# service it manages):
+#   docker run -d --name hasup --restart always --network host --init \
 #     -v /var/run/docker.sock:/var/run/docker.sock \
-#     -v /etc/hasup:/etc/hasup:ro -v /var/lib/hasup:/var/lib/hasup hasup:local
-ARG BASE=hasup-base:local
+#     -v /etc/hasup:/etc/hasup:ro -v /var/lib/hasup:/var/lib/hasup hasup
+ARG BASE=python:3.11-slim-bookworm
 FROM ${BASE}
+ARG SPEC=/tmp/src[docker]
+ARG PIP_ARGS=
 
-COPY wheels /tmp/wheels
+COPY . /tmp/src
 RUN python3 -m venv /opt/hasup \
- && /opt/hasup/bin/pip install --no-cache-dir --no-index --find-links /tmp/wheels --disable-pip-version-check \
-        'hasup[docker]' \
- && rm -rf /tmp/wheels \
+ && /opt/hasup/bin/pip install --no-cache-dir --disable-pip-version-check ${PIP_ARGS} "${SPEC}" \
+ && rm -rf /tmp/src \
  && /opt/hasup/bin/hasup --version
 
 ENV PATH=/opt/hasup/bin:$PATH \
@@ -25,5 +27,8 @@ ENV PATH=/opt/hasup/bin:$PATH \
 # state.json (boot epoch, term, fault back-off) must survive container re-creation.
 VOLUME ["/var/lib/hasup"]
 STOPSIGNAL SIGTERM
+# healthy: running, not FAULT (exit 0, or 4 = an alarm such as a peer down); see docs/cli.md
+HEALTHCHECK --interval=10s --timeout=5s --start-period=10s --retries=3 \
+  CMD hasup status -c /etc/hasup/hasup.toml >/dev/null; c=$?; [ "$c" = 0 ] || [ "$c" = 4 ]
 ENTRYPOINT ["hasup"]
 CMD ["run", "-c", "/etc/hasup/hasup.toml"]

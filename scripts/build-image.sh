@@ -12,7 +12,8 @@
 #    staged build context. The image build installs them with `pip --no-index`: RUN
 #    steps need no network (a dockerd started with --iptables=false/--ip-masq=false, as
 #    in the test fixture, gives build containers no route to PyPI).
-# 3. `docker build -f Dockerfile` on the staged context (the repository's Dockerfile).
+# 3. `docker build -f Dockerfile` on the staged context (the repository's Dockerfile,
+#    whose default path, `docker build .` FROM python:3.11-slim, needs a registry).
 #
 # Talks to the dockerd in DOCKER_HOST (or the default socket). Environment:
 #   HASUP_IMAGE_CACHE   where the rootfs tarball is cached
@@ -46,5 +47,6 @@ log "pip wheel hasup[docker] -> staged context"
 
 # --- 3. the image -------------------------------------------------------------------
 log "docker build -> $TAG"
-"$DOCKER" build --quiet --build-arg "BASE=$BASE" -t "$TAG" -f "$ROOT/Dockerfile" "$CTX" >/dev/null
+"$DOCKER" build --quiet --build-arg "BASE=$BASE" --build-arg "SPEC=hasup[docker]" \
+  --build-arg "PIP_ARGS=--no-index --find-links /tmp/src/wheels" -t "$TAG" -f "$ROOT/Dockerfile" "$CTX" >/dev/null
 "$DOCKER" run --rm "$TAG" --version
