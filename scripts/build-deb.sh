@@ -12,6 +12,8 @@ set -eu
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 OUT=$(mkdir -p "${1:-$ROOT/dist}" && cd "${1:-$ROOT/dist}" && pwd)
 PY=/usr/bin/python3
+# whoever distributes the package: set DEB_MAINTAINER="Name <address>"
+MAINTAINER=${DEB_MAINTAINER:-hasup maintainers <hasup@localhost>}
 log() { echo "build-deb: $*" >&2; }
 
 "$PY" -c 'import sys, venv, ensurepip; assert sys.version_info[:2] == (3, 11)' 2>/dev/null || {
@@ -29,7 +31,11 @@ log "venv + pip install hasup[systemd,docker] $VERSION"
 "$PY" -m venv "$VENV"
 "$VENV/bin/pip" install --quiet --disable-pip-version-check --no-compile --no-warn-script-location \
   "$ROOT[systemd,docker]"
-"$VENV/bin/pip" uninstall --quiet --yes pip >/dev/null   # not needed at run time
+"$VENV/bin/pip" uninstall --quiet --yes pip setuptools >/dev/null 2>&1   # not needed at run time
+# only the hasup command: the dependencies' own scripts (httpx, idna...) are not shipped
+find "$VENV/bin" -type f ! -name hasup -delete
+# as dh_strip would: no debug symbols in the wheels' extension modules
+find "$VENV" -name '*.so' -exec strip --strip-unneeded {} +
 # relocate the staged environment to /opt/hasup: script shebangs, pyvenv.cfg
 for f in "$VENV"/bin/*; do
   [ -f "$f" ] && [ ! -L "$f" ] || continue
@@ -52,7 +58,17 @@ install -m 0644 "$ROOT/README.md" "$ROOT/CHANGELOG.md" "$PKG/usr/share/doc/hasup
 cp -r "$ROOT/docs/." "$PKG/usr/share/doc/hasup/docs"
 find "$PKG/usr/share/doc/hasup/docs" -name '*.py' -delete
 cp -r "$ROOT/examples/neuronex-systemd" "$ROOT/examples/neuronex-docker" "$PKG/usr/share/doc/hasup/examples/"
-gzip -9n "$PKG/usr/share/doc/hasup/CHANGELOG.md"
+mv "$PKG/usr/share/doc/hasup/CHANGELOG.md" "$PKG/usr/share/doc/hasup/changelog"
+gzip -9n "$PKG/usr/share/doc/hasup/changelog"
+{
+  echo "hasup ($VERSION-1) unstable; urgency=medium"
+  echo
+  echo "  * Built by scripts/build-deb.sh (upstream changes: changelog.gz)."
+  echo
+  echo " -- $MAINTAINER  $(date -R ${SOURCE_DATE_EPOCH:+-d @$SOURCE_DATE_EPOCH})"
+} | gzip -9n > "$PKG/usr/share/doc/hasup/changelog.Debian.gz"
+install -d "$PKG/usr/share/lintian/overrides"
+install -m 0644 "$ROOT/packaging/deb/lintian-overrides" "$PKG/usr/share/lintian/overrides/hasup"
 {
   echo "Format: https://www.debian.org/doc/packaging-manuals/copyright-format/1.0/"
   echo "Upstream-Name: hasup"
@@ -73,7 +89,7 @@ cat > "$PKG/DEBIAN/control" <<CONTROL
 Package: hasup
 Version: $VERSION-1
 Architecture: $ARCH
-Maintainer: hasup maintainers <hasup@localhost>
+Maintainer: $MAINTAINER
 Installed-Size: $SIZE
 Depends: python3.11, libc6 (>= 2.36)
 Suggests: systemd

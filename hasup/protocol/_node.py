@@ -211,14 +211,19 @@ class Node(_Assignments):
         self._granted = granted
         if granted:
             self._grant_token = token
+            self._leader_vacant_since = None  # the vacancy ended with this node's own win
         self._update(now)
 
     def leader_change(self, leader: str | None, now: float) -> None:
-        """External coordinator input: who leads now (``None``: nobody), as last seen."""
+        """External coordinator input: who leads now (``None``: nobody), as last seen.
+
+        The key naming this node itself (the watch can report a node's own new key
+        before the answer to its request) does not end the vacancy: the campaign that
+        won it must not be withdrawn before its grant arrives."""
         if leader is None:
             if self._leader_vacant_since is None:
                 self._leader_vacant_since = now
-        else:
+        elif leader != self.config.name:
             self._leader_vacant_since = None
         self._update(now)
 

@@ -602,3 +602,23 @@ class LeaseRunner:
 def test_coordinator_never_two_services(sc: LeaseScenario) -> None:
     event(f"{len(sc.priorities)} nodes" + (", sync" if sc.with_sync else ""))
     LeaseRunner(sc).run()
+
+
+def test_vacancy_campaigner_keeps_campaigning_when_the_watch_names_it_before_the_grant() -> None:
+    """etcd may deliver the watch event of a node's own new key before the answer to its
+    request: a node campaigning through the vacancy stagger must not read "the key is
+    taken" as a reason to withdraw when the key is its own."""
+    co = FakeCoordinator(latency=0.5)
+    c = NodeCluster([("a", 200), ("b", 100)], coordinator=co)
+    co.cut("a")  # a outranks b but never reaches the coordinator: b campaigns on vacancy
+    c.start()
+    campaign = c.run_until_true(lambda: c.first("campaign", "b") is not None, timeout=4 * grace(c, "b"))
+    assert one(c, "campaign", "b").detail == "leader vacant"
+    c.run_until(campaign + co.latency / 2)
+    incarnation = c.incarnation("b")
+    assert incarnation is not None
+    assert c.deliver("b", incarnation, lambda n, now: n.leader_change("b", now))  # the watch, early
+    c.run_until(campaign + co.latency + c.delay)
+    assert [e for e in c.events if e.kind == "resign" and e.node == "b"] == []
+    assert one(c, "granted", "b").time == at(campaign)
+    assert c.actions_of("b", StartService, after=campaign) != []
