@@ -298,10 +298,9 @@ def cmd_status(args: argparse.Namespace) -> int:
     try:
         response = httpx.get(f"{url}/status", timeout=3.0)
         response.raise_for_status()
-        response.json()
+        doc = response.json()
     except (httpx.HTTPError, ValueError) as exc:
         return _fail(f"cannot reach {url}/status: {exc}", 1)
-    doc = response.json()
     code = _status_code(doc)
     if args.json:
         print(json.dumps(doc, indent=2))
@@ -468,13 +467,17 @@ def cmd_demo(args: argparse.Namespace) -> int:
     return anyio.run(run_demo, args.advert, backend=args.loop)
 
 
+def _config_arg(p: argparse.ArgumentParser | argparse._MutuallyExclusiveGroup) -> None:
+    p.add_argument("-c", "--config", default=DEFAULT_CONFIG, help=f"configuration file (default {DEFAULT_CONFIG})")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="hasup", description=_DESCRIPTION)
     parser.add_argument("--version", action="version", version=f"hasup {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
 
     p = sub.add_parser("run", help="run this node's supervisor")
-    p.add_argument("-c", "--config", default=DEFAULT_CONFIG, help=f"configuration file (default {DEFAULT_CONFIG})")
+    _config_arg(p)
     p.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
     p.add_argument("--log-format", default="text", choices=["text", "json"])
     p.add_argument(
@@ -486,19 +489,19 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_run)
 
     p = sub.add_parser("check", help="validate a configuration and print the effective settings")
-    p.add_argument("-c", "--config", default=DEFAULT_CONFIG, help=f"configuration file (default {DEFAULT_CONFIG})")
+    _config_arg(p)
     p.add_argument("--offline", action="store_true", help="do not contact the backend (systemd, dockerd)")
     p.set_defaults(func=cmd_check)
 
     p = sub.add_parser("status", help="show a running node's view of the group")
     group = p.add_mutually_exclusive_group()
-    group.add_argument("-c", "--config", default=DEFAULT_CONFIG, help=f"configuration file (default {DEFAULT_CONFIG})")
+    _config_arg(group)
     group.add_argument("--url", help="ask this status endpoint instead of the one -c names")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_status)
 
     p = sub.add_parser("switchover", help="move the service from this MASTER to a peer (release handshake)")
-    p.add_argument("-c", "--config", default=DEFAULT_CONFIG, help=f"configuration file (default {DEFAULT_CONFIG})")
+    _config_arg(p)
     p.add_argument("--url", help=argparse.SUPPRESS)
     p.add_argument("--to", help="target node (default: the best BACKUP)")
     p.add_argument("--timeout", type=float, default=120.0)
@@ -506,26 +509,26 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("maintenance", help="on: this node never claims or takes over; off: back to normal")
     p.add_argument("mode", choices=["on", "off"])
-    p.add_argument("-c", "--config", default=DEFAULT_CONFIG, help=f"configuration file (default {DEFAULT_CONFIG})")
+    _config_arg(p)
     p.add_argument("--url", help=argparse.SUPPRESS)
     p.set_defaults(func=cmd_maintenance)
 
     p = sub.add_parser(
         "confirm-stopped", help="vouch that the service is stopped after a failed stop (clears the alarm)"
     )
-    p.add_argument("-c", "--config", default=DEFAULT_CONFIG, help=f"configuration file (default {DEFAULT_CONFIG})")
+    _config_arg(p)
     p.add_argument("--url", help=argparse.SUPPRESS)
     p.set_defaults(func=cmd_confirm_stopped)
 
     p = sub.add_parser("forget-peer", help="accept a peer rejected as stale (after its state was wiped)")
     p.add_argument("peer")
-    p.add_argument("-c", "--config", default=DEFAULT_CONFIG, help=f"configuration file (default {DEFAULT_CONFIG})")
+    _config_arg(p)
     p.add_argument("--url", help=argparse.SUPPRESS)
     p.set_defaults(func=cmd_forget_peer)
 
     p = sub.add_parser("sync", help="data sync: `status` (generations, lag, conflicts) or `now`")
     p.add_argument("action", choices=["status", "now"])
-    p.add_argument("-c", "--config", default=DEFAULT_CONFIG, help=f"configuration file (default {DEFAULT_CONFIG})")
+    _config_arg(p)
     p.add_argument("--url", help=argparse.SUPPRESS)
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_sync)
