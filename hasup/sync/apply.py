@@ -10,8 +10,14 @@ conflict.
 
 Untrusted input: a manifest is validated before anything is written (:func:`validate`):
 relative paths only, no ``.``/``..``/empty components, every parent a directory of the
-same manifest (so nothing is ever written *through* a symlink), symlinks must resolve
-inside the tree, only directories, regular files and symlinks, and an optional size quota.
+same manifest (so nothing is ever written *through* a symlink), every symlink must
+resolve inside the tree *following the other links* (:func:`~hasup.sync.snapshot.resolve_link`:
+a chain such as ``x -> .``, ``y -> x/..`` is refused), only directories, regular files
+and symlinks, and an optional size quota. After the staging tree is built (with the
+node-local paths carried over), each replicated link is resolved once more on the real
+staged files, so a link that leaves the tree through one of this node's own links is
+refused too. Set-user-id and set-group-id bits are always stripped; owners are mapped by
+name (:mod:`hasup.sync.owners`).
 """
 
 from __future__ import annotations
@@ -29,7 +35,8 @@ from pathlib import Path
 from typing import IO, TypeVar
 
 from ._errors import DiskFull, SyncError, TransferError, UnsafeSnapshot
-from .snapshot import Entry, Manifest, link_escapes
+from .owners import OwnerMap, Owners
+from .snapshot import Entry, Manifest, resolve_link
 
 __all__ = ["BlobWriter", "Staging", "clean_stale", "validate"]
 
@@ -39,6 +46,9 @@ _AT_FDCWD = -100
 _RENAME_EXCHANGE = 2
 _NO_SPACE = (errno.ENOSPC, errno.EDQUOT)
 _libc = ctypes.CDLL(None, use_errno=True)
+#: Never recreated on a standby: a set-id program planted by a compromised source (or a
+#: setgid directory) would run with privileges after the next failover.
+SET_ID = stat.S_ISUID | stat.S_ISGID
 T = TypeVar("T")
 
 
@@ -48,6 +58,7 @@ def validate(manifest: Manifest, *, max_bytes: int | None = None) -> None:
     if not entries or entries[0].path != "." or entries[0].kind != "d":
         raise UnsafeSnapshot("manifest has no root directory entry")
     kinds: dict[str, str] = {}
+    links = {e.path: e.target for e in entries if e.kind == "l"}
     for entry in entries:
         path = entry.path
         if path in kinds:
@@ -57,10 +68,8 @@ def validate(manifest: Manifest, *, max_bytes: int | None = None) -> None:
             parent = path.rpartition("/")[0] or "."
             if kinds.get(parent) != "d":
                 raise UnsafeSnapshot(f"{path!r}: parent {parent!r} is not a directory of the snapshot")
-        if entry.kind == "l" and link_escapes(path, entry.target):
+        if entry.kind == "l" and resolve_link(path, entry.target, links) is None:
             raise UnsafeSnapshot(f"symlink {path!r} -> {entry.target!r} points outside the tree")
-        if entry.mode & (stat.S_ISUID | stat.S_ISGID) and entry.kind == "f" and entry.uid == 0:
-            raise UnsafeSnapshot(f"{path!r}: set-id root file refused")
         kinds[path] = entry.kind
     total = manifest.total_bytes
     if max_bytes is not None and total > max_bytes:
@@ -139,6 +148,7 @@ class Staging:
         self.guard(lambda: self.base.mkdir(mode=0o700))
         self.blobs.mkdir()
         self._used: dict[str, Path] = {}
+        self._owners = OwnerMap(Owners(), fallback=(os.geteuid(), os.getegid()))
 
     # -- errors --------------------------------------------------------------------
     def guard(self, fn: Callable[[], T]) -> T:
@@ -173,11 +183,37 @@ class Staging:
         local_files: Mapping[str, str],
         hardlink_local: bool,
         local_only: Iterable[str] = (),
+        owners: Owners | None = None,
     ) -> None:
         """Create the tree. ``local_files`` maps hashes to files of the current tree holding
         that content; ``hardlink_local`` allows linking instead of copying them (only when
-        the old tree is deleted afterwards); ``local_only`` paths are carried over."""
+        the old tree is deleted afterwards); ``local_only`` paths are carried over;
+        ``owners`` names the source's ids (mapped by name when running as root)."""
+        self._owners = OwnerMap(owners or Owners(), fallback=self._local_owner())
         self.guard(lambda: self._build(manifest, local_files, hardlink_local, local_only))
+        self._check_links(manifest)
+
+    def _local_owner(self) -> tuple[int, int]:
+        """Owner of this node's own target (or of its parent): where unknown names go."""
+        st = os.lstat(self.root if self.root.is_dir() else self.parent)
+        return st.st_uid, st.st_gid
+
+    def _chown(self, dest: Path, entry: Entry, *, follow: bool = True) -> None:
+        os.chown(dest, self._owners.uid(entry.uid), self._owners.gid(entry.gid), follow_symlinks=follow)
+
+    def _check_links(self, manifest: Manifest) -> None:
+        """Resolve every replicated link on the real staged tree: a link may leave it
+        through one of this node's own (carried-over) links, which the manifest
+        cannot know about."""
+        top = os.path.realpath(self.tree)
+        for entry in manifest.entries:
+            if entry.kind != "l":
+                continue
+            real = os.path.realpath(self.tree / entry.path)
+            if real != top and not real.startswith(top + "/"):
+                raise UnsafeSnapshot(
+                    f"symlink {entry.path!r} -> {entry.target!r} leaves the tree through a link of this node"
+                )
 
     def _build(
         self,
@@ -197,7 +233,7 @@ class Staging:
             elif entry.kind == "l":
                 os.symlink(entry.target, dest)
                 if as_root:
-                    os.lchown(dest, entry.uid, entry.gid)
+                    self._chown(dest, entry, follow=False)
                 os.utime(dest, ns=(entry.mtime_ns, entry.mtime_ns), follow_symlinks=False)
             else:
                 self._place_file(entry, dest, local_files, hardlink_local, as_root)
@@ -208,8 +244,8 @@ class Staging:
             if entry.kind == "d":
                 dest = self.tree / entry.path if entry.path != "." else self.tree
                 if as_root:
-                    os.chown(dest, entry.uid, entry.gid)
-                os.chmod(dest, entry.mode)
+                    self._chown(dest, entry)
+                os.chmod(dest, entry.mode & ~SET_ID)
                 os.utime(dest, ns=(entry.mtime_ns, entry.mtime_ns))
         self._sync_all()
 
@@ -225,7 +261,7 @@ class Staging:
         elif entry.hash in local_files:
             source = local_files[entry.hash]
             inside = source.startswith(f"{self.root}/")
-            if hardlink_local and inside and self._same_meta(source, entry):
+            if hardlink_local and inside and self._same_meta(source, entry, self._owners):
                 os.link(source, dest)
                 self._used.setdefault(entry.hash, dest)
                 return  # metadata already right; never chmod a shared inode
@@ -234,18 +270,18 @@ class Staging:
             raise TransferError(f"content for {entry.path!r} was neither received nor found locally")
         self._used.setdefault(entry.hash, dest)
         if as_root:
-            os.chown(dest, entry.uid, entry.gid)
-        os.chmod(dest, entry.mode)
+            self._chown(dest, entry)
+        os.chmod(dest, entry.mode & ~SET_ID)
         os.utime(dest, ns=(entry.mtime_ns, entry.mtime_ns))
 
     @staticmethod
-    def _same_meta(source: str, entry: Entry) -> bool:
+    def _same_meta(source: str, entry: Entry, owners: OwnerMap) -> bool:
         st = os.lstat(source)
         return (
             stat.S_ISREG(st.st_mode)
             and st.st_size == entry.size
             and (stat.S_IMODE(st.st_mode), st.st_uid, st.st_gid, st.st_mtime_ns)
-            == (entry.mode, entry.uid, entry.gid, entry.mtime_ns)
+            == (entry.mode & ~SET_ID, owners.uid(entry.uid), owners.gid(entry.gid), entry.mtime_ns)
         )
 
     def _carry_over(self, rel: str) -> None:

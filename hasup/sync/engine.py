@@ -36,6 +36,7 @@ from anyio.abc import SocketAttribute, SocketStream, TaskStatus
 from ._errors import AuthenticationFailed, SyncError, TransferError, UnsafeSnapshot
 from .apply import Staging, clean_stale, validate
 from .config import SyncSettings
+from .owners import Owners, names_for
 from .snapshot import CacheRecord, Generation, Manifest, Scanner, ScanResult, SnapshotInfo, is_excluded
 from .transfer import (
     DONE,
@@ -229,7 +230,10 @@ class SyncEngine:
         elif self._local_hash != manifest.hash:
             self._local_hash = manifest.hash
             self._save_state()
-        payload = json.dumps({"info": self._info.to_json(), "manifest": manifest.to_json()}).encode()
+        owners = names_for((e.uid for e in manifest.entries), (e.gid for e in manifest.entries))
+        payload = json.dumps(
+            {"info": self._info.to_json(), "manifest": manifest.to_json(), "owners": owners.to_json()}
+        ).encode()
         previous = self._published
         self._published = Published(self._info, manifest, result.sources, zlib.compress(payload, 6))
         return previous is None or previous.info != self._info
@@ -404,16 +408,18 @@ class SyncEngine:
                 return self._info.generation
             if kind != SNAPSHOT:
                 raise TransferError(f"unexpected reply {kind!r}")
-            info, manifest = _decode_snapshot(data)
+            info, manifest, owners = _decode_snapshot(data)
             self._peer_generation = info.generation
             validate(manifest, max_bytes=self.settings.max_bytes)
             async with self._lock:
-                generation = await self._apply(channel, info, manifest)
+                generation = await self._apply(channel, info, manifest, owners)
             with contextlib.suppress(TransferError):
                 await channel.send_json(DONE, {"generation": generation.number, "hash": generation.hash})
             return generation
 
-    async def _apply(self, channel: SecureChannel, info: SnapshotInfo, manifest: Manifest) -> Generation:
+    async def _apply(
+        self, channel: SecureChannel, info: SnapshotInfo, manifest: Manifest, owners: Owners
+    ) -> Generation:
         await anyio.to_thread.run_sync(clean_stale, self.root)
         local = await anyio.to_thread.run_sync(self._scanner.scan)
         ours = self._info.generation.hash
@@ -463,7 +469,11 @@ class SyncEngine:
             local_only = local.local_only if local is not None else ()
             await anyio.to_thread.run_sync(
                 lambda: staging.build(
-                    manifest, local_files=local_files, hardlink_local=not keep_old, local_only=local_only
+                    manifest,
+                    local_files=local_files,
+                    hardlink_local=not keep_old,
+                    local_only=local_only,
+                    owners=owners,
                 )
             )
             keep_as = None
@@ -526,7 +536,7 @@ class SyncEngine:
         self._save_state()
 
 
-def _decode_snapshot(data: bytes) -> tuple[SnapshotInfo, Manifest]:
+def _decode_snapshot(data: bytes) -> tuple[SnapshotInfo, Manifest, Owners]:
     d = zlib.decompressobj()
     try:
         raw = d.decompress(data, 256 << 20)
@@ -541,4 +551,4 @@ def _decode_snapshot(data: bytes) -> tuple[SnapshotInfo, Manifest]:
     manifest = Manifest.from_json(obj.get("manifest"))
     if manifest.hash != info.generation.hash:
         raise UnsafeSnapshot("manifest does not match its generation hash")
-    return info, manifest
+    return info, manifest, Owners.from_json(obj.get("owners"))

@@ -50,6 +50,7 @@ __all__ = [
     "file_hash",
     "is_excluded",
     "link_escapes",
+    "resolve_link",
 ]
 
 log = logging.getLogger("hasup.sync")
@@ -308,6 +309,44 @@ def link_escapes(rel: str, target: str) -> bool:
     return joined == ".." or joined.startswith("../") or joined.startswith("/")
 
 
+#: Symlinks followed while resolving one path before giving up (the kernel's MAXSYMLINKS).
+MAX_LINK_HOPS = 40
+
+
+def resolve_link(rel: str, target: str, links: Mapping[str, str]) -> str | None:
+    """Where the symlink at ``rel`` really points, following the other links of the tree
+    (``links``: relative path -> target) as the kernel would: the resolved relative path
+    (``"."`` for the root), or None when it leaves the tree, is absolute, or loops.
+
+    A lexical check of each link on its own is not enough: with ``x -> .`` and
+    ``y -> x/..``, ``y`` normalises to ``.`` but really resolves to the tree's parent.
+    Components that are not links of the tree (files, missing names) are taken as plain
+    directories: the kernel fails such a lookup, so it cannot leave the tree either."""
+    if not target or target.startswith("/") or "\x00" in target:
+        return None
+    stack = rel.split("/")[:-1]
+    pending = target.split("/")[::-1]
+    hops = 0
+    while pending:
+        part = pending.pop()
+        if part in ("", "."):
+            continue
+        if part == "..":
+            if not stack:
+                return None
+            stack.pop()
+            continue
+        followed = links.get("/".join([*stack, part]))
+        if followed is None:
+            stack.append(part)
+            continue
+        hops += 1
+        if hops > MAX_LINK_HOPS or not followed or followed.startswith("/"):
+            return None
+        pending.extend(followed.split("/")[::-1])
+    return "/".join(stack) or "."
+
+
 def file_hash(path: str | os.PathLike[str]) -> str:
     h = hashlib.sha256()
     with open(path, "rb") as f:
@@ -364,7 +403,9 @@ class Scanner:
         local_only: list[str] = []
         skipped: list[str] = []
         seen: set[str] = set()
-        self._walk(".", entries, sources, local_only, skipped, seen)
+        links: dict[str, str] = {}
+        self._walk(".", entries, sources, local_only, skipped, seen, links)
+        entries = self._drop_escaping_links(entries, links, local_only)
         for rel in [r for r in self.cache if r not in seen]:
             del self.cache[rel]
         self._prune_images(sources)
@@ -378,6 +419,7 @@ class Scanner:
         local_only: list[str],
         skipped: list[str],
         seen: set[str],
+        links: dict[str, str],
     ) -> None:
         abs_dir = self.root if rel_dir == "." else os.path.join(self.root, rel_dir)
         try:
@@ -397,12 +439,13 @@ class Scanner:
                 continue
             if stat.S_ISDIR(st.st_mode):
                 entries.append(_dir_entry(rel, st))
-                self._walk(rel, entries, sources, local_only, skipped, seen)
+                self._walk(rel, entries, sources, local_only, skipped, seen, links)
             elif stat.S_ISLNK(st.st_mode):
                 try:
                     target = os.readlink(path)
                 except FileNotFoundError:
                     continue
+                links[rel] = target
                 if link_escapes(rel, target):
                     log.warning(
                         "sync: %s -> %s leaves the tree; not replicated (each node keeps its own)",
@@ -446,6 +489,21 @@ class Scanner:
                 )
             else:
                 skipped.append(f"{rel}: special file (mode {stat.filemode(st.st_mode)})")
+
+    @staticmethod
+    def _drop_escaping_links(entries: list[Entry], links: Mapping[str, str], local_only: list[str]) -> list[Entry]:
+        """Links that leave the tree only through other links (``y -> x/..`` with
+        ``x -> .``) are node-local too: the standby would refuse them."""
+        kept: list[Entry] = []
+        for entry in entries:
+            if entry.kind == "l" and resolve_link(entry.path, entry.target, links) is None:
+                log.warning(
+                    "sync: %s -> %s leaves the tree through other links; not replicated", entry.path, entry.target
+                )
+                local_only.append(entry.path)
+                continue
+            kept.append(entry)
+        return kept
 
     def _is_companion(self, abs_dir: str, name: str, names: set[str]) -> bool:
         for suffix in SQLITE_COMPANIONS:

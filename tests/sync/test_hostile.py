@@ -54,6 +54,10 @@ CRAFTED = {
     "link-outside": [d("."), link("escape", "../../..")],
     "link-absolute": [d("."), link("etc", "/etc")],
     "write-through-link": [d("."), link("l", "."), f("l/evil")],
+    # each link passes a lexical check on its own; together they reach the tree's parent
+    "link-chain": [d("."), link("x", "."), link("y", "x/.."), link("z", "y/..")],
+    "link-chain-in-dir": [d("."), d("a"), link("a/up", ".."), link("b", "a/up/..")],
+    "link-loop": [d("."), link("p", "q"), link("q", "p")],
     "fifo": [d("."), {"p": "pipe", "t": "p", "m": 0o644, "u": 0, "g": 0}],
     "device": [d("."), {"p": "sda", "t": "b", "m": 0o644, "u": 0, "g": 0}],
     "no-root": [f("evil")],

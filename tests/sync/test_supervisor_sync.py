@@ -45,9 +45,12 @@ async def test_standby_follows_and_failback_pulls_edits_first(tmp_path: Path) ->
     (data["a"] / "tags.json").write_text('{"v": 1}')
 
     def cfg(name: str, prio: int, me: str, peer: str, d: Path) -> str:
-        return config_text(
-            name, prio, f"{me}:{udp}", [f"{peer}:{udp}"], advert="100ms", state_dir=str(tmp_path / f"state-{name}")
-        ) + f'\n[[sync]]\npath = "{d}"\nlisten = "{me}:{sync}"\ninterval = "1s"\n'
+        return (
+            config_text(
+                name, prio, f"{me}:{udp}", [f"{peer}:{udp}"], advert="100ms", state_dir=str(tmp_path / f"state-{name}")
+            )
+            + f'\n[[sync]]\npath = "{d}"\nlisten = "{me}:{sync}"\ninterval = "1s"\n'
+        )
 
     cfg_a = parse_config(cfg("edge-a", 100, "127.0.0.1", "127.0.0.2", data["a"]))
     cfg_b = parse_config(cfg("edge-b", 90, "127.0.0.2", "127.0.0.1", data["b"]))
