@@ -95,7 +95,7 @@ def tree_bytes(root: Path) -> int:
 
 
 def engine(root: Path, state: Path, name: str, host: str = "127.0.0.1") -> SyncEngine:
-    settings = SyncSettings(path=str(root), listen=(host, 0), interval=INTERVAL)
+    settings = SyncSettings(path=str(root), listen=(host, 0), interval=INTERVAL, id="data")
     return SyncEngine(settings, group_keys=[KEY], node_name=name, state_dir=state)
 
 

@@ -24,6 +24,7 @@ import attrs
 import h11
 from anyio.abc import SocketAttribute, SocketStream, TaskStatus
 
+from ._accept import serve_bounded
 from ._addr import parse_address
 
 __all__ = ["Handler", "serve_http"]
@@ -67,25 +68,27 @@ async def serve_http(
     cancelled. ``request_timeout`` bounds the arrival of one request (head and body:
     slow clients cannot pin a connection); ``keepalive_timeout`` bounds the wait for the
     next request on a kept-alive connection. Bodies over ``max_request_size`` get 413.
-    Beyond ``max_connections`` concurrent connections, requests are answered 503.
+    Beyond ``max_connections`` concurrent connections, requests are answered 503 (by at
+    most as many again) and further connections are closed at once; running out of file
+    descriptors pauses accepting instead of failing (:func:`hasup._accept.serve_bounded`).
     """
     host, port = parse_address(listen)
     listener = await anyio.create_tcp_listener(local_host=host, local_port=port)
-    slots = anyio.Semaphore(max_connections)
     limits = _Limits(max_request_size, max_header_size, request_timeout, keepalive_timeout)
 
     async def serve_connection(stream: SocketStream) -> None:
-        if slots.value == 0:
-            await _Connection(stream, handler, limits, busy=True).serve()
-            return
-        async with slots:
-            await _Connection(stream, handler, limits).serve()
+        await _Connection(stream, handler, limits).serve()
+
+    async def refuse_busy(stream: SocketStream) -> None:
+        await _Connection(stream, handler, limits, busy=True).serve()
 
     async with listener:
         bound = listener.extra(SocketAttribute.local_port)
         logger.debug("HTTP server listening on %s (port %d)", listen, bound)
         task_status.started(bound)
-        await listener.serve(serve_connection)
+        await serve_bounded(
+            listener, serve_connection, name=f"HTTP server {listen}", limit=max_connections, overflow=refuse_busy
+        )
 
 
 class _Connection:

@@ -52,6 +52,7 @@ class SyncRunner:
         group_keys: Sequence[bytes],
         node_name: str,
         state_dir: str,
+        peer_hosts: Sequence[str] | None = None,
     ) -> None:
         from .sync.engine import SyncEngine
 
@@ -64,6 +65,7 @@ class SyncRunner:
                     node_name=node_name,
                     state_dir=state_dir,
                     on_event=self._on_event,
+                    allowed_peers=peer_hosts,
                 ),
                 entry.listen[1],
             )

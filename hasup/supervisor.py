@@ -108,6 +108,7 @@ class Supervisor:
                 group_keys=config.group.secrets,
                 node_name=config.node.name,
                 state_dir=config.node.state_dir,
+                peer_hosts=[peer.address[0] for peer in config.group.peers],
             )
         self._executor = Executor(
             self._driver,

@@ -110,9 +110,10 @@ def clean_stale(root: Path) -> None:
 class BlobWriter:
     """Receives one file's content; the hash is checked before it can be used."""
 
-    def __init__(self, staging: Staging, digest: str) -> None:
+    def __init__(self, staging: Staging, digest: str, size: int | None = None) -> None:
         self._staging = staging
         self.digest = digest
+        self.expected = size
         self.path = staging.blobs / digest
         self._part = staging.blobs / f"{digest}.part"
         self._hash = hashlib.sha256()
@@ -120,6 +121,11 @@ class BlobWriter:
         self.size = 0
 
     def write(self, data: bytes) -> None:
+        if self.expected is not None and self.size + len(data) > self.expected:
+            # enforced while receiving: the quota and the space check count on it
+            raise TransferError(
+                f"content of {self.digest[:12]} is larger than the manifest says ({self.expected} bytes)"
+            )
         self._hash.update(data)
         self.size += len(data)
         self._staging.guard(lambda: self._file.write(data))
@@ -172,8 +178,9 @@ class Staging:
                 f"{needed} bytes of new data, {free} are free; the current copy at {self.root} is intact"
             )
 
-    def open_blob(self, digest: str) -> BlobWriter:
-        return BlobWriter(self, digest)
+    def open_blob(self, digest: str, size: int | None = None) -> BlobWriter:
+        """A writer for one content; ``size`` (from the manifest) is enforced."""
+        return BlobWriter(self, digest, size)
 
     # -- build ---------------------------------------------------------------------
     def build(

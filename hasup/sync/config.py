@@ -8,12 +8,15 @@ Example::
     exclude = ["tmp/*"]
     interval = "30s"             # backstop full scan; file watching does the rest
     listen = "10.0.0.1:5406"     # transfer server (default: the group listen host, port 5406)
+    allow_from = ["10.0.1.0/24"] # more client addresses than the peers' (default: peers only)
+    id = "neuronex-data"         # names the directory across the group (default: path)
     max_bytes = 2_000_000_000    # refuse snapshots larger than this (standby quota)
     pull_timeout = "30s"         # bound of the pull a preempting node makes before takeover
 """
 
 from __future__ import annotations
 
+import ipaddress
 import os
 
 import attrs
@@ -57,6 +60,16 @@ class SyncSettings:
     listen: tuple[str, int] = ("0.0.0.0", DEFAULT_SYNC_PORT)
     max_bytes: int | None = None
     pull_timeout: float = 30.0
+    #: Names this directory across the group; bound into the channel's keys, so that a
+    #: follower connected to another directory's transfer server is refused. Default: path.
+    id: str = ""
+    #: Client networks accepted besides the peers' own addresses (``0.0.0.0/0`` = any).
+    allow_from: tuple[str, ...] = ()
+
+    @property
+    def sync_id(self) -> str:
+        """The identity both nodes must agree on (``id``, else the path)."""
+        return self.id or self.path
 
     @classmethod
     def from_section(
@@ -86,6 +99,15 @@ class SyncSettings:
                 raise section.error("listen", str(exc)) from None
         max_bytes = section.get_int("max_bytes", None, min=1)
         pull_timeout = section.get_duration("pull_timeout", 30.0, min=0.0)
+        allow_from = tuple(section.get_str_list("allow_from", ()))
+        for network in allow_from:
+            try:
+                ipaddress.ip_network(network, strict=False)
+            except ValueError:
+                raise section.error("allow_from", f"not an address or network: {network!r}") from None
+        sync_id = section.get_str("id", "")
+        if len(sync_id) > 200 or any(c in sync_id for c in "\x00\n"):
+            raise section.error("id", "must be at most 200 characters on one line")
         section.finish()
         return cls(
             path=path,
@@ -94,4 +116,6 @@ class SyncSettings:
             listen=listen,
             max_bytes=max_bytes,
             pull_timeout=pull_timeout,
+            id=sync_id,
+            allow_from=allow_from,
         )

@@ -33,6 +33,8 @@ import attrs
 import watchfiles
 from anyio.abc import SocketAttribute, SocketStream, TaskStatus
 
+from .._accept import serve_bounded
+from ._address_filter import AddressFilter, resolve_hosts
 from ._errors import AuthenticationFailed, SyncError, TransferError, UnsafeSnapshot
 from .apply import Staging, clean_stale, validate
 from .config import SyncSettings
@@ -46,6 +48,7 @@ from .transfer import (
     SNAPSHOT,
     WANT,
     SecureChannel,
+    channel_contexts,
     client_handshake,
     receive_blobs,
     send_blobs,
@@ -59,6 +62,12 @@ log = logging.getLogger("hasup.sync")
 
 #: How long a follower's pull waits at the source for a new generation (long poll).
 LONG_POLL = 25.0
+#: Connections one transfer server handles at once (pre-authentication included).
+MAX_CONNECTIONS = 16
+#: Bound of the TLS handshake: a silent client is dropped after this.
+AUTH_TIMEOUT = 5.0
+#: Bound of a HELLO message (it carries a hash, a number and a node name).
+MAX_HELLO = 4096
 EventCallback = Callable[[str, Mapping[str, Any]], None]
 
 
@@ -88,6 +97,8 @@ class SyncStatus:
     bytes_received: int
     bytes_sent: int
     skipped: tuple[str, ...]
+    #: connections closed unread: foreign address, over the limit, out of descriptors
+    refused: int = 0
 
     @property
     def in_sync(self) -> bool:
@@ -110,15 +121,18 @@ class SyncEngine:
         state_dir: str | os.PathLike[str],
         on_event: EventCallback | None = None,
         io_timeout: float = 30.0,
+        allowed_peers: Sequence[str] | None = None,
     ) -> None:
         if not group_keys:
             raise ValueError("data sync needs a group key (it carries device and broker credentials)")
         self.settings = settings
         self.root = Path(settings.path)
         self.node_name = node_name
-        self._keys = [sync_key(k) for k in group_keys]
+        self._contexts = channel_contexts([sync_key(k) for k in group_keys], settings.sync_id)
         self._on_event = on_event
         self._io_timeout = io_timeout
+        self._auth_timeout = min(io_timeout, AUTH_TIMEOUT)
+        self._allowed_peers = None if allowed_peers is None else tuple(allowed_peers)
         slug = hashlib.sha256(settings.path.encode()).hexdigest()[:8]
         self._state_dir = Path(state_dir) / "sync" / f"{self.root.name or 'root'}-{slug}"
         self._state_file = self._state_dir / "state.json"
@@ -142,6 +156,7 @@ class SyncEngine:
             "auth_failures": 0,
             "bytes_received": 0,
             "bytes_sent": 0,
+            "refused": 0,
         }
 
     # -- state -----------------------------------------------------------------------
@@ -168,6 +183,7 @@ class SyncEngine:
             bytes_received=c["bytes_received"],
             bytes_sent=c["bytes_sent"],
             skipped=self._skipped,
+            refused=c["refused"],
         )
 
     def _event(self, name: str, **fields: Any) -> None:
@@ -249,13 +265,21 @@ class SyncEngine:
                 self._last_error = str(exc)
                 log.error("sync: %s", exc)
             host, port = self.settings.listen
+            allow = await self._client_filter()
             listener = await anyio.create_tcp_listener(local_host=host, local_port=port)
             async with listener, anyio.create_task_group() as tg:
                 tg.start_soon(self._watch)
                 tg.start_soon(self._rescan_loop)
                 sockname = listener.extra(SocketAttribute.local_address)
                 task_status.started((str(sockname[0]), int(sockname[1])))
-                await listener.serve(self._handle, tg)
+                await serve_bounded(
+                    listener,
+                    self._handle,
+                    name=f"sync server {host}:{port}",
+                    limit=MAX_CONNECTIONS,
+                    allow=allow,
+                    on_refused=self._refused,
+                )
         finally:
             self._role = "idle"
 
@@ -302,10 +326,21 @@ class SyncEngine:
             with anyio.move_on_after(self.settings.interval):
                 await stop.wait()
 
+    def _refused(self, reason: str) -> None:
+        self._counters["refused"] += 1
+        self._event("refused", reason=reason)
+
+    async def _client_filter(self) -> Callable[[str], bool] | None:
+        """Accept only the peers' addresses and ``allow_from``; None = anyone (the
+        engine was built without a peer list: tests, benchmarks)."""
+        if self._allowed_peers is None:
+            return None
+        return AddressFilter(await resolve_hosts(self._allowed_peers), self.settings.allow_from)
+
     async def _handle(self, stream: SocketStream) -> None:
         async with stream:
             try:
-                channel = await server_handshake(stream, self._keys, auth_timeout=self._io_timeout)
+                channel = await server_handshake(stream, self._contexts, auth_timeout=self._auth_timeout)
             except AuthenticationFailed as exc:
                 self._counters["auth_failures"] += 1
                 peer = stream.extra(SocketAttribute.remote_address, None)
@@ -316,13 +351,12 @@ class SyncEngine:
                 await self._serve_pull(channel)
             except (TransferError, UnsafeSnapshot) as exc:
                 log.info("sync: transfer to peer ended: %s", exc)
+            except Exception as exc:  # an authenticated peer's bad input ends its connection only
+                log.warning("sync: transfer to peer aborted: %r", exc)
 
     async def _serve_pull(self, channel: SecureChannel) -> None:
-        hello = await channel.receive_json(HELLO, idle=self._io_timeout)
-        if not isinstance(hello, dict):
-            raise TransferError("bad hello")
-        have = str(hello.get("have", ""))
-        wait = min(float(hello.get("wait", 0) or 0), 60.0)
+        hello = await channel.receive_json(HELLO, idle=self._io_timeout, limit=MAX_HELLO)
+        have, wait = _parse_hello(hello)
         changed = self._changed
         pub = self._published
         if wait > 0 and pub is not None and pub.info.generation.hash == have:
@@ -393,11 +427,16 @@ class SyncEngine:
     async def _pull_once(self, peer: tuple[str, int], *, wait: float) -> Generation:
         try:
             with anyio.fail_after(self._io_timeout):
-                stream = await anyio.connect_tcp(peer[0], peer[1])
+                # from our own listen address when it is a specific one: the source
+                # accepts only the peers' addresses (a multi-homed node would else pick
+                # whatever source address the route gives)
+                own = self.settings.listen[0]
+                local = None if own in ("", "0.0.0.0", "::") else own
+                stream = await anyio.connect_tcp(peer[0], peer[1], local_host=local)
         except (OSError, TimeoutError) as exc:
             raise TransferError(f"cannot connect to {peer[0]}:{peer[1]}: {exc}") from exc
         async with stream:
-            channel = await client_handshake(stream, self._keys[0], auth_timeout=self._io_timeout)
+            channel = await client_handshake(stream, self._contexts, auth_timeout=self._io_timeout)
             have = self._info.generation.hash
             await channel.send_json(HELLO, {"have": have, "wait": wait, "node": self.node_name})
             kind, data = await channel.receive_message(idle=wait + self._io_timeout)
@@ -465,7 +504,13 @@ class SyncEngine:
                 self._counters["bytes_received"] += n
                 self._event("received", bytes=n)
 
-            await receive_blobs(channel, want, staging.open_blob, idle=self._io_timeout, on_progress=received)
+            await receive_blobs(
+                channel,
+                want,
+                lambda digest: staging.open_blob(digest, sizes[digest]),
+                idle=self._io_timeout,
+                on_progress=received,
+            )
             local_only = local.local_only if local is not None else ()
             await anyio.to_thread.run_sync(
                 lambda: staging.build(
@@ -534,6 +579,18 @@ class SyncEngine:
         self._local_hash = local_hash
         self._last_sync = time.time()
         self._save_state()
+
+
+def _parse_hello(hello: object) -> tuple[str, float]:
+    """``(have, wait)`` from an authenticated peer's HELLO, strictly typed."""
+    if not isinstance(hello, dict):
+        raise TransferError("bad hello")
+    have, wait = hello.get("have", ""), hello.get("wait", 0)
+    if not isinstance(have, str) or isinstance(wait, bool) or not isinstance(wait, int | float):
+        raise TransferError("bad hello")
+    if not 0 <= wait < float("inf"):
+        raise TransferError("bad hello")
+    return have, min(float(wait), 60.0)
 
 
 def _decode_snapshot(data: bytes) -> tuple[SnapshotInfo, Manifest, Owners]:

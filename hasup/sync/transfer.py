@@ -1,64 +1,70 @@
-"""The sync wire protocol: mutual authentication, an AEAD-framed stream, snapshot messages.
+"""The sync wire protocol: TLS 1.3 with mutual authentication, framed messages.
 
-Handshake (both sides hold ``K = HKDF(group key, "sync v1")``)::
+The channel is standard TLS 1.3 (Python's :mod:`ssl` over anyio streams): ephemeral
+(EC)DHE key exchange, so a recorded session stays secret even if the group key leaks
+later, and an AEAD record layer that refuses tampered, reordered, replayed or truncated
+data. Both sides present a certificate and require the peer's (mutual authentication).
 
-    client -> server   "HASUP-SYNC/1\\n" | client_nonce (32 random bytes)
-    server -> client   server_nonce (32 random bytes)
-    client -> server   HMAC-SHA256(K, "hasup sync client" | client_nonce | server_nonce)
-    server -> client   HMAC-SHA256(K, "hasup sync server" | client_nonce | server_nonce)
+Identities come from the group key, so there is nothing new to distribute: for each
+``[[sync]]`` directory, ``HKDF-SHA256(sync_key, salt = "hasup sync tls v2", info =
+sync id)`` gives an Ed25519 key, and a self-signed certificate with fixed fields is built
+from it (Ed25519 signatures are deterministic, so every member derives the very same
+certificate). Each side trusts exactly the certificates of its own keys (two during a
+key rotation) and nothing else: no CA, no system store, no host names. Because the sync
+id (``id``, default the path) is part of the derivation, a follower that reaches another
+directory's transfer server (ports swapped, ``[[sync]]`` listed in another order) fails
+the handshake instead of applying the wrong data. See docs/security.md for the choice.
 
-The server proves nothing and sends no data before the client has proved the key (a
-wrong key gets the connection closed); the client checks the server's proof before it
-reads anything. The labels differ, so a proof cannot be reflected. Session keys:
-``HKDF-SHA256(K, salt = client_nonce | server_nonce, info = "hasup sync v1 session")``,
-64 bytes, one 32-byte ChaCha20-Poly1305 key per direction; fresh per connection.
-
-Frames: ``length u32 | ChaCha20-Poly1305(key_dir, nonce = 0u32 | counter u64, plaintext,
-aad = length)``; the counter starts at 0 for each direction and key, so a nonce is never
-used twice with a key, and reordered, replayed, dropped or truncated frames fail to
-decrypt. Plaintext = kind u8 | payload.
+After the handshake the server speaks first (:data:`READY`, the protocol version), so a
+client whose certificate the server refused learns it during authentication, not at its
+first read. Frames: ``length u32 | kind u8 | payload`` (``length`` = 1 + payload).
 """
 
 from __future__ import annotations
 
 import contextlib
+import datetime
 import hashlib
-import hmac
 import json
-import secrets
+import os
+import ssl
 import struct
 import zlib
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any, BinaryIO, Protocol
 
 import anyio
+import attrs
 from anyio.abc import ByteStream
 from anyio.streams.buffered import BufferedByteReceiveStream
-from cryptography.exceptions import InvalidTag
-from cryptography.hazmat.primitives import hashes
-from cryptography.hazmat.primitives.ciphers.aead import ChaCha20Poly1305
+from anyio.streams.tls import TLSStream
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
+from cryptography.x509.oid import NameOID
 
 from ..protocol import derive_key
 from ._errors import AuthenticationFailed, TransferError
 
 __all__ = [
     "CHUNK",
-    "MAGIC",
-    "SecureChannel",
+    "READY",
     "BlobSink",
+    "ChannelContexts",
+    "SecureChannel",
+    "channel_contexts",
     "client_handshake",
-    "receive_blobs",
-    "send_blobs",
     "decode_chunk",
     "encode_chunk",
+    "receive_blobs",
+    "send_blobs",
     "server_handshake",
     "sync_key",
 ]
 
-MAGIC = b"HASUP-SYNC/1\n"
-NONCE_LEN = 32
-TAG_LEN = 32
+#: The server's first message after the TLS handshake: the protocol version.
+READY = b"HASUP-SYNC/2\n"
 CHUNK = 512 * 1024
 MAX_FRAME = CHUNK + 4096
 MAX_MESSAGE = 256 << 20
@@ -75,6 +81,8 @@ DONE = b"D"
 MORE = b"+"
 
 _LEN = struct.Struct("!I")
+_EPOCH = datetime.datetime(2000, 1, 1, tzinfo=datetime.UTC)
+_NEVER = datetime.datetime(9999, 12, 31, 23, 59, 59, tzinfo=datetime.UTC)
 
 
 def sync_key(group_key: bytes) -> bytes:
@@ -82,44 +90,87 @@ def sync_key(group_key: bytes) -> bytes:
     return derive_key(group_key, b"sync v1")
 
 
-def _proof(key: bytes, role: bytes, cn: bytes, sn: bytes) -> bytes:
-    return hmac.new(key, b"hasup sync " + role + cn + sn, hashlib.sha256).digest()
+def identity(key: bytes, sync_id: str) -> tuple[bytes, bytes]:
+    """``(certificate PEM, private key PEM)`` of one directory's identity under ``key``
+    (from :func:`sync_key`). Deterministic: every member derives the same pair."""
+    seed = HKDF(algorithm=hashes.SHA256(), length=32, salt=b"hasup sync tls v2", info=sync_id.encode()).derive(key)
+    private = Ed25519PrivateKey.from_private_bytes(seed)
+    fingerprint = hashlib.sha256(private.public_key().public_bytes_raw()).hexdigest()[:16]
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, f"hasup sync {fingerprint}")])
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(private.public_key())
+        .serial_number(int(fingerprint, 16) | 1)
+        .not_valid_before(_EPOCH)
+        .not_valid_after(_NEVER)
+        .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
+        .sign(private, None)
+    )
+    key_pem = private.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+    )
+    return cert.public_bytes(serialization.Encoding.PEM), key_pem
 
 
-def _session_keys(key: bytes, cn: bytes, sn: bytes) -> tuple[bytes, bytes]:
-    okm = HKDF(algorithm=hashes.SHA256(), length=64, salt=cn + sn, info=b"hasup sync v1 session").derive(key)
-    return okm[:32], okm[32:]
+def _load_identity(context: ssl.SSLContext, cert: bytes, key: bytes) -> None:
+    """``load_cert_chain`` wants a path: hand it an anonymous in-memory file, so the
+    derived private key never touches a disk."""
+    fd = os.memfd_create("hasup-sync-identity", os.MFD_CLOEXEC)
+    try:
+        os.write(fd, key + cert)
+        context.load_cert_chain(f"/proc/self/fd/{fd}")
+    finally:
+        os.close(fd)
+
+
+@attrs.frozen
+class ChannelContexts:
+    """The TLS contexts of one ``[[sync]]`` directory (see :func:`channel_contexts`)."""
+
+    server: ssl.SSLContext
+    client: ssl.SSLContext
+
+
+def channel_contexts(keys: Sequence[bytes], sync_id: str) -> ChannelContexts:
+    """TLS 1.3-only contexts: we present the identity of ``keys[0]`` and trust the
+    identities of all ``keys`` (the new and the old key during a rotation)."""
+    if not keys:
+        raise ValueError("the sync channel needs a key")
+    identities = [identity(k, sync_id) for k in keys]
+    trusted = b"".join(cert for cert, _ in identities).decode("ascii")
+    contexts = []
+    for purpose in (ssl.PROTOCOL_TLS_SERVER, ssl.PROTOCOL_TLS_CLIENT):
+        context = ssl.SSLContext(purpose)
+        context.minimum_version = ssl.TLSVersion.TLSv1_3
+        context.check_hostname = False
+        context.verify_mode = ssl.CERT_REQUIRED
+        context.load_verify_locations(cadata=trusted)
+        _load_identity(context, *identities[0])
+        contexts.append(context)
+    return ChannelContexts(contexts[0], contexts[1])
+
+
+_LOST = (anyio.IncompleteRead, anyio.EndOfStream, anyio.BrokenResourceError, anyio.ClosedResourceError, OSError)
 
 
 class SecureChannel:
-    """Authenticated, encrypted, ordered frames over a byte stream."""
+    """Ordered frames over an authenticated TLS stream."""
 
-    def __init__(self, stream: ByteStream, reader: BufferedByteReceiveStream, send_key: bytes, recv_key: bytes) -> None:
+    def __init__(self, stream: ByteStream) -> None:
         self._stream = stream
-        self._reader = reader
-        self._send = ChaCha20Poly1305(send_key)
-        self._recv = ChaCha20Poly1305(recv_key)
-        self._send_counter = 0
-        self._recv_counter = 0
+        self._reader = BufferedByteReceiveStream(stream)
 
     @staticmethod
-    def _nonce(counter: int) -> bytes:
-        if counter >= 1 << 64:
-            raise TransferError("frame counter exhausted")
-        return b"\x00\x00\x00\x00" + counter.to_bytes(8, "big")
-
-    def seal(self, kind: bytes, payload: bytes) -> bytes:
-        """Encrypt one frame (thread-safe to *call* off the loop; frames must then be sent
-        in the order they were sealed)."""
-        nonce = self._nonce(self._send_counter)
-        self._send_counter += 1
-        length = _LEN.pack(len(payload) + 1 + 16)
-        return length + self._send.encrypt(nonce, kind + payload, length)
+    def seal(kind: bytes, payload: bytes) -> bytes:
+        """Frame one message (pure; safe to call from a worker thread)."""
+        return _LEN.pack(len(payload) + 1) + kind + payload
 
     async def send_frame(self, frame: bytes) -> None:
         try:
             await self._stream.send(frame)
-        except (OSError, anyio.BrokenResourceError, anyio.ClosedResourceError) as exc:
+        except (*_LOST, ssl.SSLError) as exc:
             raise TransferError(f"connection lost while sending: {exc!r}") from exc
 
     async def send(self, kind: bytes, payload: bytes = b"") -> None:
@@ -139,21 +190,17 @@ class SecureChannel:
     async def receive(self, *, idle: float) -> tuple[bytes, bytes]:
         try:
             with anyio.fail_after(idle):
-                header = await self._reader.receive_exactly(4)
-                (length,) = _LEN.unpack(header)
-                if not 17 <= length <= MAX_FRAME + 17:
+                (length,) = _LEN.unpack(await self._reader.receive_exactly(4))
+                if not 1 <= length <= MAX_FRAME + 1:
                     raise TransferError(f"bad frame length {length}")
                 body = await self._reader.receive_exactly(length)
         except TimeoutError:
             raise TransferError(f"peer silent for {idle:g}s") from None
-        except (anyio.IncompleteRead, anyio.EndOfStream, anyio.BrokenResourceError, OSError) as exc:
+        except ssl.SSLError as exc:
+            raise TransferError(f"TLS record refused (tampered stream?): {exc.reason or exc}") from exc
+        except _LOST as exc:
             raise TransferError(f"connection lost: {exc!r}") from exc
-        try:
-            plain = self._recv.decrypt(self._nonce(self._recv_counter), body, header)
-        except InvalidTag:
-            raise TransferError("frame failed authentication (tampered or out of order)") from None
-        self._recv_counter += 1
-        return plain[:1], plain[1:]
+        return body[:1], body[1:]
 
     async def receive_message(self, *, idle: float, limit: int = MAX_MESSAGE) -> tuple[bytes, bytes]:
         parts: list[bytes] = []
@@ -169,8 +216,8 @@ class SecureChannel:
             if kind != MORE:
                 return kind, b"".join(parts)
 
-    async def receive_json(self, expect: bytes, *, idle: float) -> Any:
-        kind, data = await self.receive_message(idle=idle)
+    async def receive_json(self, expect: bytes, *, idle: float, limit: int = MAX_MESSAGE) -> Any:
+        kind, data = await self.receive_message(idle=idle, limit=limit)
         if kind != expect:
             raise TransferError(f"unexpected message {kind!r}, wanted {expect!r}")
         try:
@@ -189,52 +236,42 @@ def _error_text(payload: bytes) -> str:
         return "error"
 
 
-async def client_handshake(stream: ByteStream, key: bytes, *, auth_timeout: float) -> SecureChannel:
-    """Authenticate as a client with ``key`` (from :func:`sync_key`)."""
-    reader = BufferedByteReceiveStream(stream)
-    cn = secrets.token_bytes(NONCE_LEN)
+_MISMATCH = "the peer has another group key, or serves another [[sync]] directory (id/path or port differ)"
+
+
+async def client_handshake(stream: ByteStream, contexts: ChannelContexts, *, auth_timeout: float) -> SecureChannel:
+    """Authenticate as a client (TLS 1.3, mutual) and wait for the server's READY."""
     try:
         with anyio.fail_after(auth_timeout):
-            await stream.send(MAGIC + cn)
-            sn = await reader.receive_exactly(NONCE_LEN)
-            await stream.send(_proof(key, b"client", cn, sn))
-            proof = await reader.receive_exactly(TAG_LEN)
+            tls = await TLSStream.wrap(
+                stream, server_side=False, ssl_context=contexts.client, standard_compatible=False
+            )
+            channel = SecureChannel(tls)
+            ready = await channel._reader.receive_exactly(len(READY))
     except TimeoutError:
         raise TransferError("authentication timed out") from None
-    except (anyio.IncompleteRead, anyio.EndOfStream, anyio.BrokenResourceError, OSError) as exc:
-        raise AuthenticationFailed(
-            "the peer closed the connection during authentication (different group key?)"
-        ) from exc
-    if not hmac.compare_digest(proof, _proof(key, b"server", cn, sn)):
-        raise AuthenticationFailed("the peer's proof does not match our group key")
-    c2s, s2c = _session_keys(key, cn, sn)
-    return SecureChannel(stream, reader, c2s, s2c)
+    except ssl.SSLError as exc:
+        raise AuthenticationFailed(f"TLS handshake failed ({exc.reason or exc}): {_MISMATCH}") from exc
+    except _LOST as exc:
+        raise AuthenticationFailed(f"the peer closed the connection during authentication: {_MISMATCH}") from exc
+    if ready != READY:
+        raise AuthenticationFailed(f"the peer speaks another protocol ({ready!r})")
+    return channel
 
 
-async def server_handshake(stream: ByteStream, keys: Sequence[bytes], *, auth_timeout: float) -> SecureChannel:
-    """Authenticate a client against any of ``keys`` (two during a key rotation)."""
-    reader = BufferedByteReceiveStream(stream)
+async def server_handshake(stream: ByteStream, contexts: ChannelContexts, *, auth_timeout: float) -> SecureChannel:
+    """Authenticate a client (TLS 1.3, its certificate required) and send READY."""
     try:
         with anyio.fail_after(auth_timeout):
-            hello = await reader.receive_exactly(len(MAGIC) + NONCE_LEN)
-            if not hello.startswith(MAGIC):
-                raise AuthenticationFailed("not a hasup sync client")
-            cn = hello[len(MAGIC) :]
-            sn = secrets.token_bytes(NONCE_LEN)
-            await stream.send(sn)
-            proof = await reader.receive_exactly(TAG_LEN)
-            for key in keys:
-                if hmac.compare_digest(proof, _proof(key, b"client", cn, sn)):
-                    break
-            else:
-                raise AuthenticationFailed("client proof does not match the group key")
-            await stream.send(_proof(key, b"server", cn, sn))
+            tls = await TLSStream.wrap(stream, server_side=True, ssl_context=contexts.server, standard_compatible=False)
+            await tls.send(READY)
     except TimeoutError:
         raise AuthenticationFailed("client too slow to authenticate") from None
-    except (anyio.IncompleteRead, anyio.EndOfStream, anyio.BrokenResourceError, OSError) as exc:
+    except ssl.SSLError as exc:
+        raise AuthenticationFailed(f"TLS handshake failed: {exc.reason or exc}") from exc
+    except _LOST as exc:
         raise AuthenticationFailed(f"client left during authentication: {exc!r}") from exc
-    c2s, s2c = _session_keys(key, cn, sn)
-    return SecureChannel(stream, reader, s2c, c2s)
+    return SecureChannel(tls)
 
 
 def encode_chunk(data: bytes) -> bytes:

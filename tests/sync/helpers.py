@@ -19,9 +19,16 @@ OTHER_KEY = bytes(range(1, 33))
 
 
 def make_engine(
-    base: Path, name: str, root: Path, *, key: bytes = KEY, events: list[Any] | None = None, **settings: Any
+    base: Path,
+    name: str,
+    root: Path,
+    *,
+    key: bytes = KEY,
+    events: list[Any] | None = None,
+    allowed_peers: list[str] | None = None,
+    **settings: Any,
 ) -> SyncEngine:
-    opts: dict[str, Any] = {"listen": ("127.0.0.1", 0), "interval": 30.0}
+    opts: dict[str, Any] = {"listen": ("127.0.0.1", 0), "interval": 30.0, "id": "data"}
     opts.update(settings)
 
     def on_event(kind: str, fields: Any) -> None:
@@ -35,6 +42,7 @@ def make_engine(
         state_dir=base / f"state-{name}",
         on_event=on_event,
         io_timeout=10.0,
+        allowed_peers=allowed_peers,
     )
 
 
@@ -101,3 +109,11 @@ def db_rows(path: Path) -> list[Any]:
 
 def staging_dirs(root: Path) -> list[Path]:
     return [p for p in root.parent.iterdir() if ".hasup-stage-" in p.name]
+
+
+async def tcp_server(handle: Any, task_status: Any) -> None:
+    """Serve ``handle`` on an ephemeral loopback port; report the port (``tg.start``)."""
+    listener = await anyio.create_tcp_listener(local_host="127.0.0.1", local_port=0)
+    async with listener:
+        task_status.started(listener.extra(anyio.abc.SocketAttribute.local_port))
+        await listener.serve(handle)

@@ -20,7 +20,7 @@ KEY = bytes(range(32))
 
 
 def engine(root: str, state: str, on_event: Any = None) -> SyncEngine:
-    settings = SyncSettings(path=root, listen=("127.0.0.1", 0))
+    settings = SyncSettings(path=root, listen=("127.0.0.1", 0), id="data")
     return SyncEngine(settings, group_keys=[KEY], node_name=Path(state).name, state_dir=state, on_event=on_event)
 
 

@@ -17,9 +17,9 @@ from hasup.sync.snapshot import Entry
 from hasup.sync.transfer import (
     END,
     HELLO,
-    MAGIC,
     SNAPSHOT,
     WANT,
+    channel_contexts,
     client_handshake,
     decode_chunk,
     encode_chunk,
@@ -27,9 +27,12 @@ from hasup.sync.transfer import (
     sync_key,
 )
 
-from .helpers import KEY, OTHER_KEY, make_engine, staging_dirs
+from .helpers import KEY, OTHER_KEY, make_engine, staging_dirs, tcp_server
 
 pytestmark = pytest.mark.anyio
+
+#: What a member holding the group key uses for the ``[[sync]]`` with id "data".
+CONTEXTS = channel_contexts([sync_key(KEY)], "data")
 
 CONTENT = b"owned\n"
 DIGEST = hashlib.sha256(CONTENT).hexdigest()
@@ -74,7 +77,7 @@ async def crafted_source(entries: list[dict[str, Any]], task_status: Any) -> Non
 
     async def handle(stream: SocketStream) -> None:
         async with stream:
-            channel = await server_handshake(stream, [sync_key(KEY)], auth_timeout=5)
+            channel = await server_handshake(stream, CONTEXTS, auth_timeout=5)
             await channel.receive_json(HELLO, idle=5)
             body = json.dumps({"info": info.to_json(), "manifest": entries}).encode()
             await channel.send_big(SNAPSHOT, zlib.compress(body))
@@ -86,10 +89,7 @@ async def crafted_source(entries: list[dict[str, Any]], task_status: Any) -> Non
                 await channel.send(b"C", encode_chunk(CONTENT))
                 await channel.send(END)
 
-    listener = await anyio.create_tcp_listener(local_host="127.0.0.1", local_port=0)
-    async with listener:
-        task_status.started(listener.extra(anyio.abc.SocketAttribute.local_port))
-        await listener.serve(handle)
+    await tcp_server(handle, task_status)
 
 
 def _decodable(entries: list[dict[str, Any]]) -> bool:
@@ -120,70 +120,96 @@ async def test_crafted_manifest_is_rejected(tmp_path: Path, case: str) -> None:
     assert b.current_generation() == Generation()
 
 
+class Corrupting(anyio.abc.ByteStream):
+    """Forwards a TCP stream; once armed, flips one bit of everything it sends."""
+
+    def __init__(self, inner: SocketStream) -> None:
+        self.inner = inner
+        self.armed = False
+
+    async def send(self, item: bytes) -> None:
+        if self.armed:
+            item = item[:-1] + bytes([item[-1] ^ 1])
+        await self.inner.send(item)
+
+    async def receive(self, max_bytes: int = 65536) -> bytes:
+        return await self.inner.receive(max_bytes)
+
+    async def send_eof(self) -> None:
+        await self.inner.send_eof()
+
+    async def aclose(self) -> None:
+        await self.inner.aclose()
+
+
 async def test_tampered_frame_is_refused(tmp_path: Path) -> None:
-    """Flip one ciphertext bit on the wire: the receiver refuses the frame."""
+    """Flip one bit of a TLS record on the wire: the receiver refuses the stream."""
     from hasup.sync import TransferError
 
     async def server(task_status: Any) -> None:
         async def handle(stream: SocketStream) -> None:
             async with stream:
-                channel = await server_handshake(stream, [sync_key(KEY)], auth_timeout=5)
-                frame = bytearray(channel.seal(b"C", encode_chunk(b"payload")))
-                frame[-1] ^= 1
-                await channel.send_frame(bytes(frame))
+                wire = Corrupting(stream)
+                channel = await server_handshake(wire, CONTEXTS, auth_timeout=5)
+                wire.armed = True
+                await channel.send(b"C", encode_chunk(b"payload"))
                 await anyio.sleep_forever()
 
-        listener = await anyio.create_tcp_listener(local_host="127.0.0.1", local_port=0)
-        async with listener:
-            task_status.started(listener.extra(anyio.abc.SocketAttribute.local_port))
-            await listener.serve(handle)
+        await tcp_server(handle, task_status)
 
     async with anyio.create_task_group() as tg:
         port = await tg.start(server)
         stream = await anyio.connect_tcp("127.0.0.1", port)
         async with stream:
-            channel = await client_handshake(stream, sync_key(KEY), auth_timeout=5)
-            with pytest.raises(TransferError, match="authentication"):
+            channel = await client_handshake(stream, CONTEXTS, auth_timeout=5)
+            with pytest.raises(TransferError, match="TLS record refused"):
                 await channel.receive(idle=5)
         tg.cancel_scope.cancel()
     assert decode_chunk(encode_chunk(b"x" * 1000)) == b"x" * 1000
 
 
 async def test_server_with_wrong_key_is_refused_by_the_client(tmp_path: Path) -> None:
-    """The client checks the server's proof too (a rogue source cannot feed a standby)."""
+    """The client checks the server's certificate too (a rogue source cannot feed a standby)."""
     from hasup.sync import AuthenticationFailed
+
+    rogue_contexts = channel_contexts([sync_key(OTHER_KEY)], "data")
 
     async def rogue(task_status: Any) -> None:
         async def handle(stream: SocketStream) -> None:
             async with stream:
-                # accept any client proof, answer with a proof from another key
-                await server_handshake_accepting_anything(stream)
+                with pytest.raises(AuthenticationFailed):
+                    await server_handshake(stream, rogue_contexts, auth_timeout=5)
 
-        listener = await anyio.create_tcp_listener(local_host="127.0.0.1", local_port=0)
-        async with listener:
-            task_status.started(listener.extra(anyio.abc.SocketAttribute.local_port))
-            await listener.serve(handle)
+        await tcp_server(handle, task_status)
 
     dst = tmp_path / "b" / "data"
     b = make_engine(tmp_path, "b", dst)
     async with anyio.create_task_group() as tg:
         port = await tg.start(rogue)
-        with pytest.raises(AuthenticationFailed, match="proof"):
+        with pytest.raises(AuthenticationFailed, match="CERTIFICATE_VERIFY_FAILED"):
             await b.pull(("127.0.0.1", port))
         tg.cancel_scope.cancel()
     assert not dst.exists()
 
 
-async def server_handshake_accepting_anything(stream: SocketStream) -> None:
-    import hmac
-    import os
+async def test_follower_on_another_directorys_port_is_refused(tmp_path: Path) -> None:
+    """Swapped sync ports, or ``[[sync]]`` listed in another order on the two nodes: the
+    follower of ``data`` reaches the server of ``etc``. The sync id is in both
+    identities, so the handshake fails and directory B is never applied onto A's path."""
+    from hasup.sync import AuthenticationFailed
 
-    from anyio.streams.buffered import BufferedByteReceiveStream
+    from .helpers import serving
 
-    reader = BufferedByteReceiveStream(stream)
-    hello = await reader.receive_exactly(len(MAGIC) + 32)
-    sn = os.urandom(32)
-    await stream.send(sn)
-    await reader.receive_exactly(32)
-    cn = hello[len(MAGIC) :]
-    await stream.send(hmac.new(sync_key(OTHER_KEY), b"hasup sync server" + cn + sn, hashlib.sha256).digest())
+    src = tmp_path / "a" / "etc"
+    src.mkdir(parents=True)
+    (src / "other.conf").write_text("not the data directory")
+    dst = tmp_path / "b" / "data"
+    dst.mkdir(parents=True)
+    (dst / "keep.txt").write_text("data copy")
+    a = make_engine(tmp_path, "a", src, id="etc")
+    b = make_engine(tmp_path, "b", dst, id="data")
+    async with serving(a) as addr:
+        with pytest.raises(AuthenticationFailed, match="another"):
+            await b.pull(addr)
+    assert sorted(p.name for p in dst.iterdir()) == ["keep.txt"]
+    assert staging_dirs(dst) == []

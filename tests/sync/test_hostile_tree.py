@@ -17,9 +17,9 @@ from anyio.abc import SocketStream
 from hasup.sync import Generation, Manifest, SnapshotInfo, UnsafeSnapshot
 from hasup.sync.owners import OwnerMap, Owners, names_for
 from hasup.sync.snapshot import Entry, resolve_link
-from hasup.sync.transfer import HELLO, SNAPSHOT, WANT, server_handshake, sync_key
+from hasup.sync.transfer import HELLO, SNAPSHOT, WANT, channel_contexts, server_handshake, sync_key
 
-from .helpers import KEY, make_engine, serving, staging_dirs
+from .helpers import KEY, make_engine, serving, staging_dirs, tcp_server
 
 pytestmark = pytest.mark.anyio
 
@@ -50,17 +50,14 @@ async def crafted(entries: list[dict[str, Any]], task_status: Any) -> None:
 
     async def handle(stream: SocketStream) -> None:
         async with stream:
-            channel = await server_handshake(stream, [sync_key(KEY)], auth_timeout=5)
+            channel = await server_handshake(stream, channel_contexts([sync_key(KEY)], "data"), auth_timeout=5)
             await channel.receive_json(HELLO, idle=5)
             body = json.dumps({"info": info.to_json(), "manifest": entries}).encode()
             await channel.send_big(SNAPSHOT, zlib.compress(body))
             await channel.receive_json(WANT, idle=5)
             await anyio.sleep(5)
 
-    listener = await anyio.create_tcp_listener(local_host="127.0.0.1", local_port=0)
-    async with listener:
-        task_status.started(listener.extra(anyio.abc.SocketAttribute.local_port))
-        await listener.serve(handle)
+    await tcp_server(handle, task_status)
 
 
 async def test_link_leaving_through_a_local_link_of_the_standby_is_refused(tmp_path: Path) -> None:

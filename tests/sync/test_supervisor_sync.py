@@ -49,7 +49,7 @@ async def test_standby_follows_and_failback_pulls_edits_first(tmp_path: Path) ->
             config_text(
                 name, prio, f"{me}:{udp}", [f"{peer}:{udp}"], advert="100ms", state_dir=str(tmp_path / f"state-{name}")
             )
-            + f'\n[[sync]]\npath = "{d}"\nlisten = "{me}:{sync}"\ninterval = "1s"\n'
+            + f'\n[[sync]]\npath = "{d}"\nid = "data"\nlisten = "{me}:{sync}"\ninterval = "1s"\n'
         )
 
     cfg_a = parse_config(cfg("edge-a", 100, "127.0.0.1", "127.0.0.2", data["a"]))
