@@ -17,6 +17,8 @@ import anyio
 
 from ._addr import format_address
 from ._errors import ConfigError, HasupError
+from ._listen import check_listeners, new_listeners
+from ._strictmodes import check_run_files
 from ._version import __version__
 from ._vipconfig import check_devices
 from .config import Config, load_config
@@ -95,6 +97,7 @@ def _fail(message: str, code: int = 2) -> int:
 
 def _load(path: str) -> Config:
     config = load_config(path)
+    check_run_files(config)  # StrictModes: nobody else can change what hasup acts on
     check_devices(config.vips)  # a [[vip]] device this host lacks: a located config error
     for warning in config.warnings:
         log.warning("%s", warning)
@@ -127,6 +130,10 @@ async def _run(path: str, config: Config, *, leave_running: bool = False) -> int
                         nonlocal exit_code
                         try:
                             await sup.run(task_status=task_status)
+                        except ConfigError as exc:  # a listener taken since the check
+                            log.error("%s", exc)
+                            exit_code = 2
+                            task_status.started()
                         except HasupError as exc:
                             log.error("fatal: %s", exc)
                             exit_code = 1
@@ -141,6 +148,7 @@ async def _run(path: str, config: Config, *, leave_running: bool = False) -> int
                         if signum == signal.SIGHUP:
                             try:
                                 candidate = _load(path)
+                                check_listeners(candidate, new_listeners(config, candidate))
                             except ConfigError as exc:
                                 log.error("reload rejected, keeping the running configuration: %s", exc)
                                 continue
@@ -182,6 +190,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         config = _load(args.config)
         if config.backend_kind == "callback":
             config.make_backend()  # raises the explanation
+        check_listeners(config)  # a busy port: one line and exit 2, before anything starts
     except ConfigError as exc:
         return _fail(str(exc))
     return anyio.run(lambda: _run(args.config, config, leave_running=args.leave_running), backend=args.loop)
@@ -191,6 +200,7 @@ def cmd_run(args: argparse.Namespace) -> int:
 def cmd_check(args: argparse.Namespace) -> int:
     try:
         config = load_config(args.config)
+        check_run_files(config)
         if not args.offline:
             check_devices(config.vips)
         if config.backend_kind == "callback":

@@ -62,17 +62,18 @@ class Driver:
     def tracked_up(self) -> bool:
         return self._tracked_up
 
-    async def boot(self, core: CoreConfig, listen: Address) -> tuple[int, PersistentState | None]:
-        """Load and bump the boot epoch (persisted before the first send) and bind the
-        socket. Returns ``(epoch, persisted)`` for :meth:`start`."""
+    async def bind(self, listen: Address) -> None:
+        """Bind hasup's own UDP socket on ``listen`` unless a transport was injected.
+        Raises :class:`OSError` (the caller names the configuration key)."""
+        if self.transport is None:
+            self.transport = await open_udp_transport(listen)
+
+    async def boot(self) -> tuple[int, PersistentState | None]:
+        """Load and bump the boot epoch (persisted before the first send). Returns
+        ``(epoch, persisted)`` for :meth:`start`."""
         persisted = await self.state_file.aload()
         epoch = self.state_file.next_epoch(persisted)
         await self.state_file.asave(attrs.evolve(persisted or PersistentState(), epoch=epoch))
-        if self.transport is None:
-            try:
-                self.transport = await open_udp_transport(listen)
-            except OSError as exc:
-                raise HasupError(f"cannot listen on {listen[0]}:{listen[1]}/udp: {exc.strerror or exc}") from None
         return epoch, persisted
 
     async def start(

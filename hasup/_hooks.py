@@ -8,14 +8,13 @@ from __future__ import annotations
 
 import logging
 import math
-import os
-import subprocess
 
 import anyio
 import attrs
 from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 
 from ._section import Section
+from .backends._process import process_environment, run_command
 from .protocol import State
 
 __all__ = ["HookRunner", "NotifyHook", "parse_hooks"]
@@ -87,37 +86,36 @@ class HookRunner:
                     if event.state in hook.on:
                         await self._invoke(hook, event)
 
+    def close(self) -> None:
+        """Drop what is queued (for a supervisor that stops before :meth:`run` began)."""
+        self._send.close()
+        self._receive.close()
+
     async def _invoke(self, hook: NotifyHook, event: HookEvent) -> None:
-        env = {
-            **os.environ,
-            "HASUP_STATE": event.state.name,
-            "HASUP_PREVIOUS_STATE": event.previous.name,
-            "HASUP_NODE": event.node,
-            "HASUP_GROUP": str(event.group),
-            "HASUP_TERM": str(event.term),
-            "HASUP_REASON": event.reason,
-        }
+        env = process_environment(
+            {
+                "HASUP_STATE": event.state.name,
+                "HASUP_PREVIOUS_STATE": event.previous.name,
+                "HASUP_NODE": event.node,
+                "HASUP_GROUP": str(event.group),
+                "HASUP_TERM": str(event.term),
+                "HASUP_REASON": event.reason,
+            }
+        )
         self.runs += 1
         try:
-            with anyio.fail_after(hook.timeout):
-                result = await anyio.run_process(
-                    list(hook.command),
-                    check=False,
-                    env=env,
-                    stdout=subprocess.DEVNULL,
-                    stderr=subprocess.PIPE,
-                )
-        except TimeoutError:
-            self.failures += 1
-            log.error("notify hook %s timed out after %g s", hook.command[0], hook.timeout)
-            return
+            # in its own session: a timeout kills the hook and everything it started
+            result = await run_command(hook.command, hook.timeout, env=env, what="notify hook")
         except OSError as exc:
             self.failures += 1
             log.error("notify hook %s could not run: %s", hook.command[0], exc)
             return
-        if result.returncode != 0:
+        if result.timed_out:
             self.failures += 1
-            tail = result.stderr.decode(errors="replace").strip().splitlines()[-3:]
+            log.error("notify hook %s timed out after %g s (its group was killed)", hook.command[0], hook.timeout)
+        elif result.returncode != 0:
+            self.failures += 1
+            tail = result.output.strip().splitlines()[-3:]
             log.error("notify hook %s exited %d: %s", hook.command[0], result.returncode, " | ".join(tail))
         else:
             log.info("notify hook %s ran for %s", hook.command[0], event.state.name)

@@ -23,11 +23,12 @@ import anyio
 import attrs
 import h11
 from anyio.abc import SocketAttribute, SocketStream, TaskStatus
+from anyio.streams.stapled import MultiListener
 
 from ._accept import serve_bounded
 from ._addr import parse_address
 
-__all__ = ["Handler", "serve_http"]
+__all__ = ["Handler", "open_http_listener", "serve_http"]
 
 logger = logging.getLogger("hasup.http")
 
@@ -52,7 +53,7 @@ class _Limits:
 
 
 async def serve_http(
-    listen: str,
+    listen: str | MultiListener[SocketStream],
     handler: Handler,
     *,
     max_request_size: int = 1 << 20,
@@ -62,7 +63,8 @@ async def serve_http(
     max_connections: int = 64,
     task_status: TaskStatus[int] = anyio.TASK_STATUS_IGNORED,
 ) -> None:
-    """Serve HTTP on ``listen`` (``"127.0.0.1:9105"``, ``"[::1]:9105"``; port 0 = ephemeral).
+    """Serve HTTP on ``listen`` (``"127.0.0.1:9105"``, ``"[::1]:9105"``; port 0 = ephemeral),
+    or on a listener bound beforehand (:func:`open_http_listener`), which this closes.
 
     Reports the bound port through ``task_status.started(port)`` and runs until
     cancelled. ``request_timeout`` bounds the arrival of one request (head and body:
@@ -72,8 +74,8 @@ async def serve_http(
     most as many again) and further connections are closed at once; running out of file
     descriptors pauses accepting instead of failing (:func:`hasup._accept.serve_bounded`).
     """
-    host, port = parse_address(listen)
-    listener = await anyio.create_tcp_listener(local_host=host, local_port=port)
+    listener = await open_http_listener(listen) if isinstance(listen, str) else listen
+    name = listen if isinstance(listen, str) else _describe(listener)
     limits = _Limits(max_request_size, max_header_size, request_timeout, keepalive_timeout)
 
     async def serve_connection(stream: SocketStream) -> None:
@@ -84,11 +86,25 @@ async def serve_http(
 
     async with listener:
         bound = listener.extra(SocketAttribute.local_port)
-        logger.debug("HTTP server listening on %s (port %d)", listen, bound)
+        logger.debug("HTTP server listening on %s (port %d)", name, bound)
         task_status.started(bound)
         await serve_bounded(
-            listener, serve_connection, name=f"HTTP server {listen}", limit=max_connections, overflow=refuse_busy
+            listener, serve_connection, name=f"HTTP server {name}", limit=max_connections, overflow=refuse_busy
         )
+
+
+async def open_http_listener(listen: str) -> MultiListener[SocketStream]:
+    """Bind ``listen`` (``"host:port"``) for :func:`serve_http`; raises :class:`OSError`."""
+    host, port = parse_address(listen)
+    return await anyio.create_tcp_listener(local_host=host, local_port=port)
+
+
+def _describe(listener: MultiListener[SocketStream]) -> str:
+    address = listener.extra(SocketAttribute.local_address)
+    if isinstance(address, str):  # a UNIX socket path
+        return address
+    host, port = address[0], address[1]
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
 
 
 class _Connection:

@@ -2,21 +2,25 @@
 
 from __future__ import annotations
 
+import contextlib
 import hmac
 import json
 import logging
 import os
 import secrets
+import tempfile
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Protocol
 
 import anyio
-from anyio.abc import TaskStatus
+from anyio.abc import SocketStream, TaskStatus
+from anyio.streams.stapled import MultiListener
 
+from ._strictmodes import directory_problem
 from .protocol import State
 
-__all__ = ["Controls", "StatusAPI", "serve_status", "write_control_token"]
+__all__ = ["Controls", "StatusAPI", "open_status_listener", "serve_status", "write_control_token"]
 
 log = logging.getLogger("hasup")
 
@@ -109,24 +113,45 @@ def write_control_token(state_dir: Path) -> str | None:
     token = secrets.token_hex(16)
     try:
         state_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
-        tmp = path.with_suffix(".tmp")
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        with os.fdopen(fd, "w") as fh:
-            fh.write(token + "\n")
-        os.replace(tmp, path)
+        problem = directory_problem(str(state_dir))
+        if problem:
+            log.warning("operator commands disabled: %s", problem)
+            return None
+        # a fresh name (O_CREAT|O_EXCL|O_NOFOLLOW, mode 0600): nothing planted in the
+        # directory is followed or reused; the rename replaces a planted link itself
+        fd, tmp = tempfile.mkstemp(dir=state_dir, prefix=".control.token.")
+        try:
+            with os.fdopen(fd, "w") as fh:
+                fh.write(token + "\n")
+            os.replace(tmp, path)
+        except BaseException:
+            with contextlib.suppress(OSError):
+                os.unlink(tmp)
+            raise
     except OSError as exc:
         log.warning("operator commands disabled: cannot write %s: %s", path, exc)
         return None
     return token
 
 
-async def serve_status(
-    controls: Controls, listen: tuple[str, int], state_dir: Path, *, task_status: TaskStatus[int]
-) -> None:
-    """Serve ``/status``, ``/healthz``, ``/metrics`` and ``/control/*`` on ``listen``;
-    ``task_status`` receives the bound port."""
-    from ._httpserver import serve_http
+async def open_status_listener(listen: tuple[str, int]) -> MultiListener[SocketStream]:
+    """Bind the status endpoint's address; raises :class:`OSError`."""
+    from ._httpserver import open_http_listener
 
     host = f"[{listen[0]}]" if ":" in listen[0] else listen[0]
+    return await open_http_listener(f"{host}:{listen[1]}")
+
+
+async def serve_status(
+    controls: Controls,
+    listener: MultiListener[SocketStream],
+    state_dir: Path,
+    *,
+    task_status: TaskStatus[int],
+) -> None:
+    """Serve ``/status``, ``/healthz``, ``/metrics`` and ``/control/*`` on ``listener``
+    (from :func:`open_status_listener`); ``task_status`` receives the bound port."""
+    from ._httpserver import serve_http
+
     token = await anyio.to_thread.run_sync(write_control_token, state_dir)
-    await serve_http(f"{host}:{listen[1]}", StatusAPI(controls, token).handle, task_status=task_status)
+    await serve_http(listener, StatusAPI(controls, token).handle, task_status=task_status)

@@ -19,6 +19,7 @@ from ._addr import parse_address
 from ._errors import ConfigError
 from ._hooks import NotifyHook, parse_hooks
 from ._section import Section, Source
+from ._strictmodes import secret_problem
 from ._vipconfig import VipSettings, parse_vips
 from .backends import ServiceBackend, load_backend_class
 from .probes import Probe, ProbeOptions, load_probe_class
@@ -188,6 +189,9 @@ def read_key_file(path: str, *, section: Section, key: str) -> bytes:
             key,
             f"key file {path} is readable by group or others (mode {stat.S_IMODE(st.st_mode):04o}); chmod 600 it",
         )
+    problem = secret_problem(path, st)
+    if problem:
+        raise section.error(key, f"key file: {problem}")
     text = data.strip()
     try:
         secret = bytes.fromhex(text.decode())

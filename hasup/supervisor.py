@@ -24,7 +24,8 @@ from typing import Any
 
 import anyio
 import attrs
-from anyio.abc import TaskStatus
+from anyio.abc import SocketStream, TaskStatus
+from anyio.streams.stapled import MultiListener
 
 from ._driver import Driver
 from ._errors import BackendError, ConfigError, HasupError
@@ -264,9 +265,11 @@ class Supervisor:
         if self._vips is not None:
             self._vips.prepare()  # devices and capabilities, before anything is bound
         core = await self._resolved_core_config()
-        epoch, persisted = await driver.boot(core, self.config.group.listen)
         notifier = SystemdNotifier.from_environment() if self._notify_systemd else None
+        status_listener: MultiListener[SocketStream] | None = None
         try:
+            status_listener = await self._bind_listeners()
+            epoch, persisted = await driver.boot()
             initial = await self._initial_status()
             log.info(
                 "%s: starting in group %d on %s:%d, priority %d, service %s (%s)",
@@ -300,12 +303,10 @@ class Supervisor:
                     tg.start_soon(track_links, driver, tracked)
                 for probe in self.probes:
                     tg.start_soon(probe_loop, driver, probe, self.metrics)
-                if self.config.status.listen is not None:
+                if status_listener is not None:
                     from ._statusapi import serve_status
 
-                    self._status_port = await tg.start(
-                        serve_status, self, self.config.status.listen, self._state_file.dir
-                    )
+                    self._status_port = await tg.start(serve_status, self, status_listener, self._state_file.dir)
                 if notifier is not None:
                     tg.start_soon(notifier.run, self._done)
                 task_status.started()
@@ -315,8 +316,31 @@ class Supervisor:
             self._done.set()
             driver.close()
             self._events.close()
+            self._hook_runner.close()
             with anyio.CancelScope(shield=True):
+                if status_listener is not None:
+                    await status_listener.aclose()  # closed already unless serving never began
                 await self._close_resources()
+
+    async def _bind_listeners(self) -> MultiListener[SocketStream] | None:
+        """Bind the heartbeat socket and the status endpoint before anything else
+        happens; a port that cannot be bound is a :class:`ConfigError` naming its key."""
+        from ._listen import ListenSpec, bind_error
+
+        listen = self.config.group.listen
+        try:
+            await self._driver.bind(listen)
+        except OSError as exc:
+            raise bind_error(self.config, ListenSpec("group.listen", *listen, "udp"), exc) from None
+        status = self.config.status.listen
+        if status is None:
+            return None
+        from ._statusapi import open_status_listener
+
+        try:
+            return await open_status_listener(status)
+        except OSError as exc:
+            raise bind_error(self.config, ListenSpec("status.listen", *status, "tcp"), exc) from None
 
     def _tracked_interfaces(self) -> tuple[str, ...]:
         """``[group] track_interface``, or by default the interfaces that carry the

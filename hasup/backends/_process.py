@@ -113,10 +113,19 @@ os._exit(code)
 TERM_VARIABLE = "HASUP_TERM"
 
 
+#: Variables that systemd gives hasup itself: a child that inherited them could send
+#: READY=1/WATCHDOG=1 in hasup's name (or claim its sockets).
+PRIVATE_VARIABLES = frozenset(
+    {"NOTIFY_SOCKET", "WATCHDOG_PID", "WATCHDOG_USEC", "LISTEN_PID", "LISTEN_FDS", "LISTEN_FDNAMES"}
+)
+
+
 def process_environment(env: Mapping[str, str], term: int | None = None) -> dict[str, str]:
-    """hasup's environment plus ``env``; with ``term``, also ``HASUP_TERM=<term>`` (it
-    overrides a configured value: the token is hasup's to give)."""
-    environment = {**os.environ, **env}
+    """hasup's environment without :data:`PRIVATE_VARIABLES`, plus ``env``; with
+    ``term``, also ``HASUP_TERM=<term>`` (it overrides a configured value: the token is
+    hasup's to give). Every program hasup starts gets its environment from here."""
+    environment = {k: v for k, v in os.environ.items() if k not in PRIVATE_VARIABLES}
+    environment.update(env)
     if term is not None:
         environment[TERM_VARIABLE] = str(term)
     return environment
@@ -153,7 +162,7 @@ async def run_command(
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         cwd=cwd,
-        env=env,
+        env=process_environment({}) if env is None else env,
         start_new_session=True,
     )
     tail = bytearray()

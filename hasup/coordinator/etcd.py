@@ -16,8 +16,10 @@ therefore stepped down ``margin`` seconds before anyone else can create the key.
 from __future__ import annotations
 
 import contextlib
+import ipaddress
 import logging
 import math
+import urllib.parse
 from contextlib import AsyncExitStack
 from pathlib import Path
 
@@ -28,6 +30,7 @@ from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStre
 
 from .._errors import BackendUnavailable
 from .._section import Section
+from .._strictmodes import secret_problem
 from ._etcd_client import EtcdClient, KeyValue, WatchCompacted
 from .base import Coordinator, CoordinatorError, LeaderChange
 
@@ -137,16 +140,22 @@ class EtcdCoordinator(Coordinator):
         margin = section.get_duration("margin", None, min=0.0, max=ttl / 2)
         ca_file = _file(section, "ca_file")
         cert_file = _file(section, "cert_file")
-        key_file = _file(section, "key_file")
+        key_file = _secret(section, "key_file")
         if (cert_file is None) != (key_file is None):
             missing = "cert_file" if cert_file is None else "key_file"
             raise section.error(missing, "cert_file and key_file go together")
         username = section.get_str("username", None)
-        password_file = _file(section, "password_file")
+        password_file = _secret(section, "password_file")
         password = None
         if password_file is not None:
             if username is None:
                 raise section.error("password_file", "needs username")
+            clear = [url for url in endpoints if url.startswith("http://") and not _is_loopback_url(url)]
+            if clear:
+                raise section.error(
+                    "password_file",
+                    f"the etcd password would cross the network in clear text to {clear[0]}; use https:// endpoints",
+                )
             try:
                 password = Path(password_file).read_text(encoding="utf-8").rstrip("\r\n")
             except OSError as exc:
@@ -428,6 +437,24 @@ class EtcdCoordinator(Coordinator):
                         self._set_holder(kv, event.revision, event.type.lower())
             except WatchCompacted:
                 self.statistics["watch_restarts"] += 1  # re-read the key, watch from there
+
+
+def _secret(section: Section, key: str) -> str | None:
+    path = _file(section, key)
+    problem = None if path is None else secret_problem(path)
+    if problem:
+        raise section.error(key, problem)
+    return path
+
+
+def _is_loopback_url(url: str) -> bool:
+    host = urllib.parse.urlsplit(url).hostname or ""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
 
 
 def _file(section: Section, key: str) -> str | None:

@@ -353,6 +353,7 @@ def test_docs_example_is_a_valid_coordinator_table(tmp_path: Path) -> None:
     assert block is not None
     for name in ("ca", "cert", "key", "password"):
         (tmp_path / name).write_text("secret\n")
+        (tmp_path / name).chmod(0o600)
     toml = re.sub(
         r'(ca|cert|key|password)_file = "[^"]*"', lambda m: f'{m[1]}_file = "{tmp_path / m[1]}"', block[1]
     )
