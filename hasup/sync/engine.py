@@ -23,7 +23,6 @@ import json
 import logging
 import os
 import time
-import zlib
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -38,7 +37,8 @@ from ._address_filter import AddressFilter, resolve_hosts
 from ._errors import AuthenticationFailed, SyncError, TransferError, UnsafeSnapshot
 from .apply import Staging, clean_stale, validate
 from .config import SyncSettings
-from .owners import Owners, names_for
+from .messages import MAX_HELLO, decode_snapshot, encode_snapshot, parse_hello
+from .owners import Owners
 from .snapshot import CacheRecord, Generation, Manifest, Scanner, ScanResult, SnapshotInfo, is_excluded
 from .transfer import (
     DONE,
@@ -66,8 +66,6 @@ LONG_POLL = 25.0
 MAX_CONNECTIONS = 16
 #: Bound of the TLS handshake: a silent client is dropped after this.
 AUTH_TIMEOUT = 5.0
-#: Bound of a HELLO message (it carries a hash, a number and a node name).
-MAX_HELLO = 4096
 EventCallback = Callable[[str, Mapping[str, Any]], None]
 
 
@@ -246,12 +244,9 @@ class SyncEngine:
         elif self._local_hash != manifest.hash:
             self._local_hash = manifest.hash
             self._save_state()
-        owners = names_for((e.uid for e in manifest.entries), (e.gid for e in manifest.entries))
-        payload = json.dumps(
-            {"info": self._info.to_json(), "manifest": manifest.to_json(), "owners": owners.to_json()}
-        ).encode()
         previous = self._published
-        self._published = Published(self._info, manifest, result.sources, zlib.compress(payload, 6))
+        encoded = encode_snapshot(self._info, manifest)
+        self._published = Published(self._info, manifest, result.sources, encoded)
         return previous is None or previous.info != self._info
 
     async def serve(self, *, task_status: TaskStatus[tuple[str, int]] = anyio.TASK_STATUS_IGNORED) -> None:
@@ -356,7 +351,7 @@ class SyncEngine:
 
     async def _serve_pull(self, channel: SecureChannel) -> None:
         hello = await channel.receive_json(HELLO, idle=self._io_timeout, limit=MAX_HELLO)
-        have, wait = _parse_hello(hello)
+        have, wait = parse_hello(hello)
         changed = self._changed
         pub = self._published
         if wait > 0 and pub is not None and pub.info.generation.hash == have:
@@ -447,7 +442,7 @@ class SyncEngine:
                 return self._info.generation
             if kind != SNAPSHOT:
                 raise TransferError(f"unexpected reply {kind!r}")
-            info, manifest, owners = _decode_snapshot(data)
+            info, manifest, owners = decode_snapshot(data)
             self._peer_generation = info.generation
             validate(manifest, max_bytes=self.settings.max_bytes)
             async with self._lock:
@@ -579,33 +574,3 @@ class SyncEngine:
         self._local_hash = local_hash
         self._last_sync = time.time()
         self._save_state()
-
-
-def _parse_hello(hello: object) -> tuple[str, float]:
-    """``(have, wait)`` from an authenticated peer's HELLO, strictly typed."""
-    if not isinstance(hello, dict):
-        raise TransferError("bad hello")
-    have, wait = hello.get("have", ""), hello.get("wait", 0)
-    if not isinstance(have, str) or isinstance(wait, bool) or not isinstance(wait, int | float):
-        raise TransferError("bad hello")
-    if not 0 <= wait < float("inf"):
-        raise TransferError("bad hello")
-    return have, min(float(wait), 60.0)
-
-
-def _decode_snapshot(data: bytes) -> tuple[SnapshotInfo, Manifest, Owners]:
-    d = zlib.decompressobj()
-    try:
-        raw = d.decompress(data, 256 << 20)
-        if d.unconsumed_tail:
-            raise UnsafeSnapshot("snapshot manifest too large")
-        obj = json.loads(raw)
-    except (zlib.error, ValueError):
-        raise TransferError("malformed snapshot message") from None
-    if not isinstance(obj, dict):
-        raise UnsafeSnapshot("malformed snapshot message")
-    info = SnapshotInfo.from_json(obj.get("info") or {})
-    manifest = Manifest.from_json(obj.get("manifest"))
-    if manifest.hash != info.generation.hash:
-        raise UnsafeSnapshot("manifest does not match its generation hash")
-    return info, manifest, Owners.from_json(obj.get("owners"))
