@@ -18,6 +18,7 @@ import anyio
 from ._addr import format_address
 from ._errors import ConfigError, HasupError
 from ._listen import check_listeners, new_listeners
+from ._rlimit import raise_nofile
 from ._strictmodes import check_run_files
 from ._version import __version__
 from ._vipconfig import check_devices
@@ -193,6 +194,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         check_listeners(config)  # a busy port: one line and exit 2, before anything starts
     except ConfigError as exc:
         return _fail(str(exc))
+    raise_nofile()
     return anyio.run(lambda: _run(args.config, config, leave_running=args.leave_running), backend=args.loop)
 
 

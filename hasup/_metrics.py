@@ -11,7 +11,7 @@ from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 
 import anyio
-from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
+from prometheus_client import CollectorRegistry, Counter, Histogram, ProcessCollector, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
@@ -35,6 +35,8 @@ class SupervisorMetrics:
         vips: Callable[[], list[dict[str, Any]]] | None = None,
     ) -> None:
         self.registry = CollectorRegistry()
+        # process_open_fds, process_max_fds, memory and CPU (read from /proc at scrape time)
+        ProcessCollector(registry=self.registry)
         node = name
         self.transitions = Counter(
             "hasup_transitions",

@@ -32,6 +32,16 @@ _RESIGNING = (State.FAULT, State.STOPPING, State.RELEASING)
 _QUERY = int(Flag.QUERY)
 _TAKEOVER = int(Flag.TAKEOVER)
 
+#: Bounds on what a peer's heartbeat may ask of us (``hasup check`` enforces the same
+#: advert range on our own side): a peer with a broken or hostile configuration cannot
+#: make us wait for hours before declaring it down or before retrying a takeover.
+MIN_ADVERT_MS = 10
+MAX_ADVERT_MS = 60_000
+MAX_RELEASE_BUDGET_MS = 3_600_000
+#: How long the ``name_clash`` alarm stays after the last datagram that raised it:
+#: twice the longest advert interval, so that a clashing node's next heartbeat is due.
+NAME_CLASH_CLEAR = 2 * MAX_ADVERT_MS / 1000
+
 
 class _NodeBase:
     """State and mechanics shared by the decision rules and the public inputs."""
@@ -97,6 +107,8 @@ class _NodeBase:
         self._marks_dirty = False
         self._marks_saved_at = now
         self._alarms: dict[str, str] = {}
+        #: Last datagram carrying our name from another node (``name_clash`` alarm).
+        self._name_clash_at: float | None = None
         self._timer: float | None = None
         self._granted = False
         # external leadership: a campaign in flight, and since when nobody leads

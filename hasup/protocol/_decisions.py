@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from ._actions import AnnounceVips, Notify
-from ._core import _RESIGNING, INF, _NodeBase
+from ._core import _RESIGNING, INF, NAME_CLASH_CLEAR, _NodeBase
 from ._enums import ServiceStatus, State
 from ._peers import PeerView
 from ._states import Event
@@ -22,6 +22,10 @@ class _Decisions(_NodeBase):
             if (self._state, self._pending, self.holder) == before:
                 break
         self._assign(now)
+        if self._name_clash_at is not None and now - self._name_clash_at >= NAME_CLASH_CLEAR:
+            # cleared lazily: _update runs at least once per advert
+            self._name_clash_at = None
+            self._clear_alarm("name_clash")
         self._emit(now)
         self._timer = self._compute_timer(now)
 

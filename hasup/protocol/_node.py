@@ -9,6 +9,8 @@ formulas and rules are explained in ``docs/protocol.md``.
 
 from __future__ import annotations
 
+import attrs
+
 from ._actions import (
     Action,
     AddVips,
@@ -18,7 +20,7 @@ from ._actions import (
 )
 from ._assign import _Assignments
 from ._config import Address
-from ._core import _QUERY, _TAKEOVER
+from ._core import _QUERY, _TAKEOVER, MAX_ADVERT_MS, MAX_RELEASE_BUDGET_MS, MIN_ADVERT_MS
 from ._enums import ServiceStatus, State
 from ._peers import PeerView
 from ._states import Event
@@ -43,7 +45,13 @@ class Node(_Assignments):
             return
         hb = result
         if hb.name == self.config.name:
+            if hb.epoch == self._epoch and hb.seq <= self._seq:
+                # One of our own heartbeats came back (a switch loop, a mirror port, a
+                # replay): it cannot come from another node with our name.
+                self._drop(Drop.REFLECTED)
+                return
             self._drop(Drop.NAME_CLASH)
+            self._name_clash_at = now
             self._alarm("name_clash", f"a datagram from {addr[0]}:{addr[1]} uses our own name")
             return
         if peer is None or (peer.name is not None and hb.name != peer.name):
@@ -65,6 +73,12 @@ class Node(_Assignments):
             self._drop(Drop.REPLAY)
             peer.replays += 1
             return
+        if (
+            not MIN_ADVERT_MS <= hb.advert_ms <= MAX_ADVERT_MS
+            or hb.hold_ms > self.config.max_hold * 1000
+            or hb.release_budget_ms > MAX_RELEASE_BUDGET_MS
+        ):
+            hb = self._clamped(hb)
         if self._steady(peer, hb, now):
             # Nothing a decision depends on changed: refresh the peer, keep the timer
             # (down timers only move later, so the current timer is at worst early).
@@ -72,6 +86,16 @@ class Node(_Assignments):
             return
         self._accept(peer, hb, now)
         self._update(now)
+
+    def _clamped(self, hb: Heartbeat) -> Heartbeat:
+        """``hb`` with its timing fields brought into range (counted as ``clamped``)."""
+        self._stats["clamped"] += 1
+        return attrs.evolve(
+            hb,
+            advert_ms=min(max(hb.advert_ms, MIN_ADVERT_MS), MAX_ADVERT_MS),
+            hold_ms=min(hb.hold_ms, round(self.config.max_hold * 1000)),
+            release_budget_ms=min(hb.release_budget_ms, MAX_RELEASE_BUDGET_MS),
+        )
 
     def _steady(self, peer: PeerView, hb: Heartbeat, now: float) -> bool:
         """The hot path: a live peer repeating itself while we are BACKUP or MASTER."""

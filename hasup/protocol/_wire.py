@@ -67,6 +67,8 @@ class Drop(enum.Enum):
     REPLAY = "replay"
     UNKNOWN_PEER = "unknown_peer"
     NAME_CLASH = "name_clash"
+    #: Our own heartbeat came back to us (same boot epoch, a sequence number we sent).
+    REFLECTED = "reflected"
 
 
 class Tlv(enum.IntEnum):
