@@ -132,6 +132,11 @@ def ip(*args: str) -> str:
     return proc.stdout
 
 
+def operstate(ns: str) -> str:
+    state: str = json.loads(ip("-n", ns, "-j", "link", "show", "dev", ns))[0].get("operstate", "")
+    return state
+
+
 @dataclass(frozen=True)
 class Pair:
     sender: str  # namespace (and veth end) that holds the VIP and announces it
@@ -160,6 +165,10 @@ def pair() -> Iterator[Pair]:
             ip("-n", ns, "addr", "add", f"10.250.{p.net}.{host}/24", "dev", ns)
             ip("-n", ns, "addr", "add", f"fd00:250::{host}/64", "dev", ns, "nodad")
             ip("-n", ns, "link", "set", ns, "up")
+        # Until the kernel's linkwatch has run for a new link (up to a second, longer on
+        # a loaded machine) its qdisc drops every frame: wait for both ends to be UP.
+        for ns in (p.sender, p.client):
+            wait_until(lambda ns=ns: operstate(ns) == "UP", timeout=20, what=f"{ns} operationally up")
         yield p
     finally:
         for ns in (p.sender, p.client):
