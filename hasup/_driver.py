@@ -13,11 +13,13 @@ from __future__ import annotations
 import logging
 import math
 from collections.abc import Callable
+from contextlib import AbstractAsyncContextManager as AsyncContextManager
 
 import anyio
 import attrs
 
 from ._errors import HasupError
+from ._fastpath import Wakeup, clock, new_lock
 from ._statefile import StateFile
 from .protocol import Action, Address, CoreConfig, Node, Persist, PersistentState, ServiceStatus
 from .transport import LOCAL_NETWORK_ERRORS, DatagramTransport, open_udp_transport
@@ -37,8 +39,10 @@ class Driver:
         self.state_file = state_file
         self.transport = transport
         self._node: Node | None = None
-        self.lock = anyio.Lock()
-        self._wake = anyio.Event()
+        # Replaced by the running loop's own primitives in boot() (hasup._fastpath).
+        self.lock: AsyncContextManager[object] = anyio.Lock()
+        self._now: Callable[[], float] = anyio.current_time
+        self._wakeup = Wakeup()
         self._armed = math.inf  # deadline the timer loop currently sleeps until
         self._action_send, self.actions = anyio.create_memory_object_stream[Action](math.inf)
         #: The driver's and adapters' own counters (send errors, backend latencies...).
@@ -71,6 +75,7 @@ class Driver:
     async def boot(self) -> tuple[int, PersistentState | None]:
         """Load and bump the boot epoch (persisted before the first send). Returns
         ``(epoch, persisted)`` for :meth:`start`."""
+        self.lock, self._now = new_lock(), clock()
         persisted = await self.state_file.aload()
         epoch = self.state_file.next_epoch(persisted)
         await self.state_file.asave(attrs.evolve(persisted or PersistentState(), epoch=epoch))
@@ -80,7 +85,7 @@ class Driver:
         self, core: CoreConfig, epoch: int, persisted: PersistentState | None, initial: ServiceStatus
     ) -> None:
         """Create the node and feed it the backend's first answer."""
-        now = anyio.current_time()
+        now = self._now()
         self._node = Node(core, boot_epoch=epoch, now=now, persisted=persisted)
         async with self.lock:
             self._node.service_status(initial, now)
@@ -94,7 +99,7 @@ class Driver:
     async def input(self, fn: Callable[[Node, float], object]) -> None:
         """Feed one input: ``fn(node, now)`` under the lock, then flush."""
         async with self.lock:
-            fn(self.node, anyio.current_time())
+            fn(self.node, self._now())
             await self.flush()
 
     def count(self, key: str) -> None:
@@ -108,7 +113,7 @@ class Driver:
             await self.flush()
 
     def _report_link(self, node: Node) -> None:
-        node.link_status(self._tracked_up and not self._send_link_down, anyio.current_time())
+        node.link_status(self._tracked_up and not self._send_link_down, self._now())
 
     async def flush(self) -> None:
         """Persist, send, and queue actions. Caller holds :attr:`lock`."""
@@ -140,7 +145,7 @@ class Driver:
         # Wake the timer loop only when it sleeps too long (wake-ups dominate idle CPU).
         timer = node.get_timer()
         if node.finished or (timer if timer is not None else math.inf) < self._armed:
-            self._wake.set()
+            self._wakeup.wake()
 
     async def _persist(self, state: PersistentState) -> None:
         try:
@@ -154,7 +159,7 @@ class Driver:
         finish_by: float | None = None
         node = self.node
         while True:
-            now = anyio.current_time()
+            now = self._now()
             if node.finished:
                 # Send the resignation and its repeats, then leave (bounded).
                 finish_by = finish_by if finish_by is not None else now + _FINISH_GRACE
@@ -164,11 +169,9 @@ class Driver:
             if finish_by is not None:
                 deadline = min(deadline if deadline is not None else math.inf, finish_by)
             self._armed = deadline if deadline is not None else math.inf
-            with anyio.CancelScope(deadline=self._armed):
-                await self._wake.wait()
-            self._wake = anyio.Event()
+            await self._wakeup.wait(self._armed)
             async with self.lock:
-                now = anyio.current_time()
+                now = self._now()
                 timer = node.get_timer()
                 # The event loop may wake a hair before the deadline (clock resolution):
                 # treat that as due instead of sleeping again for a millisecond.
@@ -183,5 +186,5 @@ class Driver:
         while True:
             data, address = await self.transport.receive()
             async with self.lock:
-                node.receive_datagram(data, address, anyio.current_time())
+                node.receive_datagram(data, address, self._now())
                 await self.flush()

@@ -10,8 +10,8 @@ from collections.abc import Mapping
 from typing import TYPE_CHECKING, ClassVar
 
 import anyio
-import httpx
 
+from .._httpclient import HttpClientError, parse_http_url, request
 from .base import Probe, ProbeOptions, ProbeOutcome
 
 if TYPE_CHECKING:
@@ -56,7 +56,7 @@ class HttpProbe(Probe):
     Redirects are not followed (a 3xx is judged by ``expect_status``); proxies from
     the environment are ignored (a health check must reach the service directly); each
     check opens a new connection (a pooled one would hide a listener that stopped
-    accepting). ``transport`` is for tests (``httpx.MockTransport``).
+    accepting). The request is made by :mod:`hasup._httpclient` (h11).
     """
 
     kind: ClassVar[str] = "http"
@@ -70,36 +70,23 @@ class HttpProbe(Probe):
         body_contains: str | None = None,
         method: str = "GET",
         headers: Mapping[str, str] | None = None,
-        transport: httpx.AsyncBaseTransport | None = None,
     ) -> None:
         super().__init__(options)
-        parsed = httpx.URL(url)
-        if parsed.scheme not in ("http", "https") or not parsed.host:
-            raise ValueError(f"{url!r} is not an http:// or https:// URL")
+        self._url = parse_http_url(url)
         self.url = url
         self.expect_status = expect_status
         self.status_ranges = parse_status_set(expect_status)
         self.body_contains = body_contains
         self.method = method.upper()
         self.headers = dict(headers or {})
-        self._client = httpx.AsyncClient(
-            transport=transport,
-            timeout=options.timeout,
-            follow_redirects=False,
-            trust_env=False,
-            limits=httpx.Limits(max_keepalive_connections=0),
-            headers={"user-agent": "hasup-probe", **self.headers},
-        )
 
     @classmethod
     def from_config(cls, section: Section, options: ProbeOptions) -> Self:
         url = section.get_str("url")
         try:
-            parsed = httpx.URL(url)
-        except httpx.InvalidURL as exc:
-            raise section.error("url", f"invalid URL: {exc}") from None
-        if parsed.scheme not in ("http", "https") or not parsed.host:
-            raise section.error("url", f"{url!r} is not an http:// or https:// URL")
+            parse_http_url(url)
+        except ValueError as exc:
+            raise section.error("url", str(exc)) from None
         raw_status = section.raw("expect_status", "200-399")
         if isinstance(raw_status, int) and not isinstance(raw_status, bool):
             raw_status = str(raw_status)
@@ -130,33 +117,32 @@ class HttpProbe(Probe):
         return any(low <= status <= high for low, high in self.status_ranges)
 
     async def check(self) -> ProbeOutcome:
-        # httpx's timeout applies per operation (connect, each read); bound the whole
-        # exchange as well, so a slowly trickling body cannot exceed options.timeout.
+        # Bound the whole exchange, so a slowly trickling answer cannot exceed the timeout.
         with anyio.move_on_after(self.options.timeout):
             return await self._check()
         return ProbeOutcome(False, f"no complete answer within {self.options.timeout:g}s")
 
     async def _check(self) -> ProbeOutcome:
         try:
-            async with self._client.stream(self.method, self.url) as response:
-                status = response.status_code
-                if not self.status_ok(status):
-                    return ProbeOutcome(False, f"HTTP {status}, expected {self.expect_status}")
-                if self.body_contains is not None:
-                    body = bytearray()
-                    async for chunk in response.aiter_bytes():
-                        body.extend(chunk)
-                        if len(body) >= _MAX_BODY:
-                            break
-                    text = body.decode(response.encoding or "utf-8", "replace")
-                    if self.body_contains not in text:
-                        return ProbeOutcome(False, f"HTTP {status}, body does not contain {self.body_contains!r}")
-                return ProbeOutcome(True, f"HTTP {status}")
-        except httpx.HTTPError as exc:
-            return ProbeOutcome(False, f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__)
-
-    async def aclose(self) -> None:
-        await self._client.aclose()
+            answer = await request(
+                self._url,
+                method=self.method,
+                headers=self.headers,
+                read_body=_MAX_BODY if self.body_contains is not None else 0,
+            )
+        except HttpClientError as exc:
+            return ProbeOutcome(False, str(exc))
+        status = answer.status
+        if not self.status_ok(status):
+            return ProbeOutcome(False, f"HTTP {status}, expected {self.expect_status}")
+        if self.body_contains is not None:
+            try:
+                text = answer.body.decode(answer.charset, "replace")
+            except LookupError:  # an unknown charset
+                text = answer.body.decode("utf-8", "replace")
+            if self.body_contains not in text:
+                return ProbeOutcome(False, f"HTTP {status}, body does not contain {self.body_contains!r}")
+        return ProbeOutcome(True, f"HTTP {status}")
 
     def describe(self) -> str:
         return f"http probe {self.options.name!r}: {self.method} {self.url} expecting {self.expect_status}"

@@ -7,10 +7,8 @@ import socket
 import tomllib
 from collections.abc import AsyncIterator, Mapping
 from pathlib import Path
-from typing import Any
 
 import anyio
-import httpx
 import pytest
 from anyio.abc import SocketStream
 
@@ -123,25 +121,24 @@ async def test_http_hung_service_fails_within_timeout(silent_server: int) -> Non
     assert not outcome.ok
 
 
-# -- http: status logic with MockTransport --------------------------------------------------
+# -- http: status logic against a real server that answers any status ---------------------
 
 
-def mock_probe(status: int, expect: str, **kwargs: Any) -> HttpProbe:
-    seen: list[httpx.Request] = []
+@pytest.fixture
+async def echo_web() -> AsyncIterator[tuple[str, list[tuple[str, str, dict[str, str]]]]]:
+    """``GET /<status>`` answers that status (with a Location header); records requests."""
+    seen: list[tuple[str, str, dict[str, str]]] = []
 
-    def respond(request: httpx.Request) -> httpx.Response:
-        seen.append(request)
-        return httpx.Response(status, headers={"location": "/login"}, text="body")
+    async def handler(
+        method: str, target: str, headers: Mapping[str, str], body: bytes
+    ) -> tuple[int, str, bytes]:
+        seen.append((method, target, dict(headers)))
+        return int(target.strip("/").split("?")[0]), "text/plain", b"body"
 
-    probe = HttpProbe(
-        OPTIONS,
-        url="http://svc/health",
-        expect_status=expect,
-        transport=httpx.MockTransport(respond),
-        **kwargs,
-    )
-    probe.seen = seen  # type: ignore[attr-defined]
-    return probe
+    async with anyio.create_task_group() as tg:
+        port = await tg.start(serve_http, "127.0.0.1:0", handler)
+        yield f"http://127.0.0.1:{port}", seen
+        tg.cancel_scope.cancel()
 
 
 @pytest.mark.anyio
@@ -160,20 +157,44 @@ def mock_probe(status: int, expect: str, **kwargs: Any) -> HttpProbe:
         (401, "401", True),
     ],
 )
-async def test_status_ranges(status: int, expect: str, ok: bool) -> None:
-    probe = mock_probe(status, expect)
+async def test_status_ranges(
+    echo_web: tuple[str, list[tuple[str, str, dict[str, str]]]], status: int, expect: str, ok: bool
+) -> None:
+    web, seen = echo_web
+    probe = HttpProbe(OPTIONS, url=f"{web}/{status}", expect_status=expect)
     assert (await probe.check()).ok is ok
+    assert len(seen) == 1  # a 3xx was not followed
     await probe.aclose()
 
 
 @pytest.mark.anyio
-async def test_method_and_headers_are_sent() -> None:
-    probe = mock_probe(200, "200", method="HEAD", headers={"Authorization": "Bearer t"})
+async def test_method_and_headers_are_sent(echo_web: tuple[str, list[tuple[str, str, dict[str, str]]]]) -> None:
+    web, seen = echo_web
+    probe = HttpProbe(OPTIONS, url=f"{web}/200?x=1", method="POST", headers={"Authorization": "Bearer t"})
     assert (await probe.check()).ok
-    request = probe.seen[0]  # type: ignore[attr-defined]
-    assert request.method == "HEAD"
-    assert request.headers["authorization"] == "Bearer t"
+    method, target, headers = seen[0]
+    assert (method, target) == ("POST", "/200?x=1")
+    assert headers["authorization"] == "Bearer t"
+    assert headers["user-agent"] == "hasup-probe"
     await probe.aclose()
+
+
+@pytest.mark.anyio
+async def test_http_body_charset_and_garbage(echo_web: tuple[str, list[tuple[str, str, dict[str, str]]]]) -> None:
+    # A server that answers garbage is unhealthy with a reason, never an exception.
+    async def garbage(stream: SocketStream) -> None:
+        async with stream:
+            await stream.receive()
+            await stream.send(b"SPLAT\r\n\r\n")
+
+    listener = await anyio.create_tcp_listener(local_host="127.0.0.1", local_port=0)
+    async with listener, anyio.create_task_group() as tg:
+        tg.start_soon(listener.serve, garbage)
+        port = listener.extra(anyio.abc.SocketAttribute.local_port)
+        outcome = await HttpProbe(OPTIONS, url=f"http://127.0.0.1:{port}/").check()
+        tg.cancel_scope.cancel()
+    assert not outcome.ok
+    assert outcome.detail.startswith("RemoteProtocolError")
 
 
 def test_parse_status_set() -> None:
