@@ -25,6 +25,7 @@ from ._peers import PeerView, down_interval
 from ._probes import ProbeTracker
 from ._states import Event, transition
 from ._wire import Drop, Flag, Heartbeat, encode
+from ._witness import WitnessVote
 
 INF = float("inf")
 _RESIGNING = (State.FAULT, State.STOPPING, State.RELEASING)
@@ -127,6 +128,14 @@ class _NodeBase:
         self._grant_token = 0
         self._released_at = -INF
         self._last_reason = "starting"
+        #: The witness's vote (``[group] witness``), asked for every advert.
+        self._vote = (
+            WitnessVote(config.witness_keys, config.group, config.name, config.vote_lease)
+            if config.witness is not None and config.witness_keys is not None
+            else None
+        )
+        self._next_vote_request = now
+        self._wanted_vote = False
         self._persist(now)
         self._update(now)
 
@@ -531,10 +540,14 @@ class _NodeBase:
                 for p in self._peers.values()
             ],
             "counters": self.statistics(),
+            "witness": self.witness_snapshot(now),
         }
 
     def _update(self, now: float) -> None:  # implemented by _Decisions
         raise NotImplementedError
 
     def _leadership_timers(self, now: float) -> list[float]:  # implemented by _Assignments
+        raise NotImplementedError
+
+    def witness_snapshot(self, now: float) -> dict[str, object] | None:  # implemented by _Voting
         raise NotImplementedError
