@@ -130,7 +130,9 @@ class _NodeBase:
         self._last_reason = "starting"
         #: The witness's vote (``[group] witness``), asked for every advert.
         self._vote = (
-            WitnessVote(config.witness_keys, config.group, config.name, config.vote_lease)
+            WitnessVote(
+                config.witness_keys, config.group, config.name, config.vote_lease, min_lease=4 * config.advert_interval
+            )
             if config.witness is not None and config.witness_keys is not None
             else None
         )

@@ -100,6 +100,10 @@ class _Voting(_NodeBase):
             return
         self._stats["witness_replies"] += 1
         self._clear_alarm("witness_unreachable")
+        if self._vote.too_short:
+            self._alarm(
+                "witness_lease_too_short", "the witness grants shorter leases than 4 adverts: raise its --max-lease"
+            )
         self._update(now)
 
     @staticmethod

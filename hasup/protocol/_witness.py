@@ -29,6 +29,7 @@ import attrs
 from ._wire import TAG_LEN, Drop, KeyRing
 
 __all__ = [
+    "DEFAULT_WITNESS_PORT",
     "WITNESS_LABEL",
     "Vote",
     "VoteReply",
@@ -42,6 +43,8 @@ __all__ = [
 ]
 
 WITNESS_LABEL = b"witness v1"
+#: UDP port of ``hasup witness`` unless configured otherwise.
+DEFAULT_WITNESS_PORT = 5406
 REQUEST_MAGIC = b"HSWQ"
 REPLY_MAGIC = b"HSWR"
 VERSION = 1
@@ -186,13 +189,18 @@ class WitnessVote:
     The lease counts from the moment the *request* was sent, never from the reply: the
     witness received it later, so its lease ends later than ours. The node relies on it
     only until ``sent + lease - margin`` (``margin = lease / 2``): see ``docs/witness.md``.
+    A grant shorter than ``min_lease`` (a witness whose ``--max-lease`` is too short for
+    this group's advert interval) does not count.
     """
 
-    def __init__(self, keys: KeyRing, group: int, name: str, lease: float) -> None:
+    def __init__(self, keys: KeyRing, group: int, name: str, lease: float, *, min_lease: float = 0.0) -> None:
         self.keys = keys
         self.group = group
         self.name = name
         self.lease = lease
+        self.min_lease = min(min_lease, lease)
+        #: Grants refused because they were shorter than ``min_lease``.
+        self.too_short = 0
         self._sent: OrderedDict[tuple[int, int], float] = OrderedDict()
         #: Until when this node may count the witness's vote (its local deadline).
         self.deadline = float("-inf")
@@ -201,10 +209,6 @@ class WitnessVote:
         self.last_vote: Vote | None = None
         self.holder = ""
         self.last_sent_at: float | None = None
-
-    @property
-    def margin(self) -> float:
-        return self.lease / 2
 
     def valid(self, now: float) -> bool:
         """Whether the witness's vote counts for this node now."""
@@ -231,11 +235,13 @@ class WitnessVote:
         self.last_reply_at = now
         self.last_vote = rep.vote
         self.holder = rep.holder
-        if rep.vote is Vote.GRANTED:
-            lease = min(rep.lease_ms / 1000, self.lease)
+        lease = min(rep.lease_ms / 1000, self.lease)
+        if rep.vote is Vote.GRANTED and lease < self.min_lease:
+            self.too_short += 1
+        elif rep.vote is Vote.GRANTED:
             if sent_at >= self._lease_sent:
                 self._lease_sent = sent_at
-                self.deadline = sent_at + lease - self.margin
+                self.deadline = sent_at + lease / 2  # lease - margin, margin = lease / 2
         elif sent_at >= self._lease_sent:
             # A later answer says the lease is not ours (expired, released, restarted).
             self._lease_sent = sent_at

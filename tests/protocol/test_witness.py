@@ -79,8 +79,13 @@ def test_book_caps_the_lease_and_drops_replays() -> None:
     assert book.stats["dropped_replay"] == 1
     rep = vote.reply(reply, 0.2)
     assert not isinstance(rep, Drop) and rep.lease_ms == 5000
-    assert vote.deadline == pytest.approx(0.0 + 5.0 - 15.0)  # capped lease, our own margin
+    assert vote.deadline == pytest.approx(0.0 + 5.0 / 2)  # the capped lease, minus half of it
     assert vote.reply(reply, 0.3) == Drop.REPLAY  # a reply counts once
+    # a grant shorter than the node's minimum does not count at all
+    strict = WitnessVote(KEYS, 51, "a", 30.0, min_lease=8.0)
+    rep = strict.reply(book.handle(strict.request(8, 1, True, 1.0), 1.0) or b"", 1.0)
+    assert not isinstance(rep, Drop) and rep.vote is Vote.GRANTED
+    assert not strict.valid(1.0) and strict.too_short == 1
 
 
 def test_reply_for_another_node_or_another_key_is_dropped() -> None:
