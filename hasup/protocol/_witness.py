@@ -242,8 +242,10 @@ class WitnessVote:
             if sent_at >= self._lease_sent:
                 self._lease_sent = sent_at
                 self.deadline = sent_at + lease / 2  # lease - margin, margin = lease / 2
-        elif sent_at >= self._lease_sent:
-            # A later answer says the lease is not ours (expired, released, restarted).
+        elif rep.vote is not Vote.QUIET and sent_at >= self._lease_sent:
+            # A later answer says the lease is not ours (expired, released). QUIET does
+            # not: a restarted witness grants nothing before any lease it gave out
+            # earlier has run out, so that lease still protects its holder.
             self._lease_sent = sent_at
             self.deadline = float("-inf")
         return rep
