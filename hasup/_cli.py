@@ -330,6 +330,9 @@ def cmd_status(args: argparse.Namespace) -> int:
             f"  peer {peer['name'] or '?'} at {peer['address']}: {peer['state'] or '-'}"
             f"{' ACTIVE' if peer['active'] else ''}, {'live' if peer['live'] else 'DOWN'}, last heard {seen}"
         )
+    if w := doc.get("witness"):
+        state = "reachable" if w["reachable"] else "UNREACHABLE"
+        print(f"  witness {w['address']}: {state}, vote {w['vote']} (holder {w['holder'] or 'nobody'})")
     for kind, detail in doc.get("alarms", {}).items():
         print(f"  ALARM {kind}: {detail}")
     return code

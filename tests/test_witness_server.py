@@ -3,9 +3,11 @@ pair of supervisors counting its vote over real sockets on 127.0.0.1."""
 
 from __future__ import annotations
 
+import http.server
 import socket
 import subprocess
 import sys
+import threading
 from pathlib import Path
 
 import anyio
@@ -17,6 +19,7 @@ from hasup.config import parse_config
 from hasup.protocol import Drop, KeyRing
 from hasup.protocol._witness import WITNESS_LABEL, Vote, WitnessVote
 from hasup.testing import TEST_KEY, MockBackend, config_text, free_port, supervisor_harness, write_key_file
+from tests import test_cli_conventions as cli_conventions
 
 
 def _text(extra_group: str, peers: tuple[str, ...] = ("127.0.0.1:5411",)) -> str:
@@ -175,3 +178,20 @@ async def test_a_pair_counts_the_witness_over_real_udp() -> None:
             await a.wait_state(State.MASTER)
         assert ba.running
         wtg.cancel_scope.cancel()
+
+
+def test_hasup_status_shows_the_witness() -> None:
+    doc = cli_conventions.status_doc("MASTER", {"witness_unreachable": "no answer from the witness for 3 s"})
+    doc["witness"] = {"address": "10.0.0.3:5406", "reachable": False, "vote": "not held", "holder": None}
+    handler = type("Handler", (cli_conventions._Status,), {"doc": doc})
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        proc = cli_conventions.hasup("status", "--url", f"http://127.0.0.1:{server.server_address[1]}")
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join(5)
+    assert "witness 10.0.0.3:5406: UNREACHABLE, vote not held (holder nobody)" in proc.stdout
+    assert "ALARM witness_unreachable" in proc.stdout

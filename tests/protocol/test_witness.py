@@ -254,3 +254,19 @@ def test_without_a_witness_nothing_is_sent_to_one() -> None:
     c.advance(10)
     assert c.node("a").snapshot(c.now)["witness"] is None
     assert "witness_requests" not in c.node("a").statistics()
+
+
+@pytest.mark.parametrize("witness_up", [True, False])
+def test_restarting_hasup_on_the_holder_keeps_the_service(witness_up: bool) -> None:
+    c, w = _pair(1.0)
+    if not witness_up:
+        w.stop(c.now)
+        c.advance(5)
+    t0 = c.now
+    c.crash_supervisor("a")
+    c.advance(0.5)
+    c.restart("a")
+    c.advance(20)
+    assert c.masters() == ["a"]
+    assert c.first("stop", "a", after=t0) is None and c.first("start", "a", after=t0) is None
+    assert c.intervals("b") == [] and c.overlaps() == []
