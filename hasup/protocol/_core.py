@@ -138,6 +138,7 @@ class _NodeBase:
         )
         self._next_vote_request = now
         self._wanted_vote = False
+        self._has_quorum = False  # as of the last decision round
         self._persist(now)
         self._update(now)
 

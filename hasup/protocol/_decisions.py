@@ -48,6 +48,7 @@ class _Decisions(_Voting):
         voting = self._voting_peers(live, now)
         quorum = not cfg.quorum_required or (1 + len(voting) + witness) * 2 > voters
         held = quorum
+        self._has_quorum = quorum
         if cfg.quorum_required and self.holder:
             # A holder counts only peers heard within 2 adverts, and stops half an advert
             # after losing its majority: at ~2.5 adverts, before the majority side can
@@ -177,7 +178,7 @@ class _Decisions(_Voting):
         if (
             self._resume_candidate
             and not cfg.external_leader  # there, leadership must come from the coordinator
-            and (cfg.witness is None or bool(self._voting_peers(live, now)) or self._witness_votes(now) > 0)
+            and (cfg.witness is None or self._has_quorum)
             and self._service is ServiceStatus.RUNNING
             and now >= self._started_at + 1.5 * cfg.advert_interval
             and not any(p.active and p.state == State.MASTER for p in live)
