@@ -270,3 +270,17 @@ def test_restarting_hasup_on_the_holder_keeps_the_service(witness_up: bool) -> N
     assert c.masters() == ["a"]
     assert c.first("stop", "a", after=t0) is None and c.first("start", "a", after=t0) is None
     assert c.intervals("b") == [] and c.overlaps() == []
+
+
+def test_a_witness_granting_too_short_leases_is_not_counted() -> None:
+    w = FakeWitness(max_lease=2.0)  # below the pair's 4 s lease minimum
+    c = NodeCluster([("a", 100), ("b", 90)], witness=w)
+    c.start()
+    c.run_until_true(lambda: c.masters() == ["a"], timeout=30)
+    c.advance(10)
+    assert "witness_lease_too_short" in c.node("a").alarms
+    assert c.node("a").witness_snapshot(c.now)["vote"] == "not held"  # type: ignore[index]
+    c.partition(["a", "witness"], ["b", "witness"])
+    c.advance(30)
+    assert c.overlaps() == []  # without a usable vote neither node serves alone
+    assert c.masters() == []
