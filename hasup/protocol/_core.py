@@ -139,6 +139,8 @@ class _NodeBase:
         self._next_vote_request = now
         self._wanted_vote = False
         self._has_quorum = False  # as of the last decision round
+        self._claim_seq = 0
+        self._next_claim_query = INF
         self._persist(now)
         self._update(now)
 
@@ -369,6 +371,8 @@ class _NodeBase:
         self._max_term_seen = self._term
         self._set_state(Event.CLAIM, now, reason)
         self._persist(now)
+        self._claim_seq = self._seq + 1  # with a witness, a peer's ack of it confirms the claim
+        self._next_claim_query = now
 
     def _clear_takeover(self) -> None:
         self._takeover_requested_at = None

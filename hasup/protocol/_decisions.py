@@ -318,6 +318,8 @@ class _Decisions(_Voting):
             return
         if any(p.active for p in live):
             return  # wait for the resigning holder to confirm its stop
+        if self.config.witness is not None and not self._claim_confirmed(live, now):
+            return  # the peer whose vote we count has not seen the claim yet
         if self._service is ServiceStatus.STOPPED:
             self._start(now, self._last_reason)
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 from ._core import _NodeBase
 from ._enums import State
 from ._peers import PeerView
-from ._wire import Drop
+from ._wire import Drop, Flag
 from ._witness import REPLY_MAGIC
 
 #: A witness that has not answered for this many adverts is reported unreachable.
@@ -42,6 +42,28 @@ class _Voting(_NodeBase):
         for seq, sent_at in reversed(self._sent_log):
             if seq <= ack[1]:
                 return now - sent_at < 2 * self.config.advert_interval
+        return False
+
+    def _claim_confirmed(self, live: list[PeerView], now: float) -> bool:
+        """Whether a claimer may start: with the witness's vote, or once a live peer has
+        acknowledged one of its CLAIMING heartbeats. A peer's vote is not exclusive by
+        itself: two nodes that each still count the other (one of them with a stale view
+        of the other, its heartbeats lost) could both claim. A peer that has seen our
+        claim does not claim itself (a live claimer blocks it), and its heartbeat that
+        acknowledges the claim carries its own state, so a rival claim is seen (and the
+        lower rank aborts) no later than the acknowledgement. Until then the claimer
+        queries the peers every advert/4 for an answer at once."""
+        if self._witness_votes(now):
+            return True
+        for peer in live:
+            hb = peer.last
+            ack = hb.acks.get(self.config.name) if hb is not None else None
+            if ack is not None and ack[0] == self._epoch and ack[1] >= self._claim_seq:
+                return True
+        if now >= self._next_claim_query:
+            for peer in live:
+                self._send_to(peer.address, now, Flag.QUERY)
+            self._next_claim_query = now + self.config.advert_interval / 4
         return False
 
     def _wants_vote(self, now: float) -> bool:
@@ -78,6 +100,8 @@ class _Voting(_NodeBase):
         if self._vote is None or (self._finished and self._state == State.STOPPING):
             return []
         timers = [self._next_vote_request, self._vote.deadline]
+        if self._state == State.CLAIMING:
+            timers.append(self._next_claim_query)
         # When each peer's vote lapses (its ack of us gets older than two adverts).
         for peer in self._peers.values():
             hb = peer.last

@@ -15,7 +15,7 @@ import os
 from typing import Any
 
 import attrs
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from hasup.testing import FakeWitness, NodeCluster
@@ -109,6 +109,10 @@ def run(schedule: Schedule) -> NodeCluster:
 
 @settings(max_examples=FAST, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(schedules())
+# Found by this property: with the witness down and 30 % loss, both nodes recovered from
+# FAULT within 0.1 s and each counted the other's vote from a stale view (the claim's
+# heartbeats lost); a claimer now starts only once the peer acknowledged its claim.
+@example(Schedule(1.0, 3000, 0.3, ((17.0, ("witness_stop",)),)))
 def test_never_two_services_with_a_witness(schedule: Schedule) -> None:
     run(schedule)
 
