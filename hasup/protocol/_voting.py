@@ -80,10 +80,11 @@ class _Voting(_NodeBase):
         vote = self._vote
         if vote is None or self.config.witness is None:
             return
-        if self._finished and self._state == State.STOPPING:
-            return
+        finishing = self._finished and self._state == State.STOPPING
         want = self._wants_vote(now)
-        if now >= self._next_vote_request or want != self._wanted_vote:
+        # A resigning node still sends its release (want turning false), so that its peer
+        # need not wait for the lease to run out; then it stops asking.
+        if want != self._wanted_vote or (not finishing and now >= self._next_vote_request):
             self._seq += 1
             self._out.append((vote.request(self._epoch, self._seq, want, now), self.config.witness))
             self._stats["witness_requests"] += 1
@@ -92,7 +93,7 @@ class _Voting(_NodeBase):
             self._next_vote_request = now + self.config.advert_interval / (2 if want else 1)
         self._wanted_vote = want
         within = _UNREACHABLE_ADVERTS * self.config.advert_interval
-        if now - self._started_at >= within and not vote.reachable(now, within):
+        if not finishing and now - self._started_at >= within and not vote.reachable(now, within):
             w = self.config.witness
             self._alarm("witness_unreachable", f"no answer from the witness {w[0]}:{w[1]} for {within:g} s")
 

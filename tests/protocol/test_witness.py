@@ -284,3 +284,17 @@ def test_a_witness_granting_too_short_leases_is_not_counted() -> None:
     c.advance(30)
     assert c.overlaps() == []  # without a usable vote neither node serves alone
     assert c.masters() == []
+
+
+def test_a_resigning_holder_releases_the_vote() -> None:
+    """SIGTERM on the holder: it releases its lease once its service is stopped, so the
+    peer claims at once instead of waiting for the lease to run out."""
+    c, w = _pair(1.0)
+    t0 = c.now
+    c.shutdown("a")
+    c.run_until_true(lambda: c.masters() == ["b"], timeout=10)
+    stopped = c.first("stopped", "a", after=t0)
+    start = c.first("start", "b", after=t0)
+    assert stopped is not None and start is not None
+    assert start.time - stopped.time <= 0.5 + 0.01  # at most one of b's vote requests later
+    assert w.holder(51, c.now) == "b" and c.overlaps() == []
