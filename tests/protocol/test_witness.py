@@ -298,3 +298,27 @@ def test_a_resigning_holder_releases_the_vote() -> None:
     assert stopped is not None and start is not None
     assert start.time - stopped.time <= 0.5 + 0.01  # at most one of b's vote requests later
     assert w.holder(51, c.now) == "b" and c.overlaps() == []
+
+
+@pytest.mark.parametrize("witness", [False, True])
+def test_planned_moves_are_as_fast_with_a_witness(witness: bool) -> None:
+    """Switchover and failback go through the release handshake; with a witness the new
+    holder counts its peer's vote (acknowledged claim: one round trip more)."""
+    w = FakeWitness() if witness else None
+    c = NodeCluster([("a", 100), ("b", 90)], witness=w, stop_time=0.05)
+    c.start()
+    c.run_until_true(lambda: c.masters() == ["a"], timeout=30)
+    c.advance(15)
+    t0 = c.now
+    c.switchover("a", "b")
+    c.run_until_true(lambda: c.masters() == ["b"], timeout=5)
+    start = c.first("start", "b", after=t0)
+    assert start is not None and start.time - t0 < 0.06  # the stop (0.05 s) and round trips
+    c.advance(5)
+    # the switchover put a in maintenance (or it would preempt at once); lift it: failback
+    c._input(c.sims["a"], lambda n: n.set_maintenance(False, c.now))
+    t1 = c.now
+    c.run_until_true(lambda: c.masters() == ["a"], timeout=5)
+    failback = c.first("start", "a", after=t1)
+    assert failback is not None and failback.time - t1 < 0.06
+    assert c.overlaps() == []
