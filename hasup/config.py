@@ -346,6 +346,11 @@ def parse_config(text: str, file: str = "<config>") -> Config:
     keys, key_file, secrets, witness_keys = _keys(group_s, warnings)
     advert = group_s.get_duration("advert_interval", 1.0, min=0.01, max=60.0)
     witness, witness_keys, witness_lease = _witness(group_s, witness_keys, peers, advert)
+    if witness is not None and witness[0] in {listen[0], *(p.address[0] for p in peers)}:
+        warnings.append(
+            f"{file}: group.witness: {witness[0]} is a node of this group; "
+            "the witness must run on a third machine to break a tie"
+        )
     group = GroupSettings(
         id=group_id,
         listen=listen,

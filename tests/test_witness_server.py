@@ -53,6 +53,12 @@ def test_witness_mistakes_are_one_located_line(extra: str, peers: tuple[str, ...
     assert message in str(err.value) and "\n" not in str(err.value)
 
 
+def test_a_witness_on_a_node_of_the_pair_is_warned_about() -> None:
+    config = parse_config(_text('witness = "127.0.0.1:5411"'))
+    assert any("third machine" in w for w in config.warnings)
+    assert not any("third machine" in w for w in parse_config(_text('witness = "10.9.9.9:5406"')).warnings)
+
+
 def test_witness_needs_a_key_and_excludes_a_coordinator() -> None:
     text = config_text("edge-a", 100, "127.0.0.1:5410", ["127.0.0.1:5411"], key=None, extra_group="insecure = true")
     with pytest.raises(ConfigError, match="needs a group key"):
