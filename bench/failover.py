@@ -17,6 +17,10 @@ stopped), waits a random 0-1 s, then injects the fault:
   → time until the preferred node is the only one serving, dual-active and gap;
 * ``crash``: kill -9 of the service on the preferred node → time until a service
   answers again (any node);
+* ``partition``: only the heartbeat traffic between the two nodes is dropped for 8 s
+  (iptables both ways: VRRP for keepalived, UDP for hasup; a witness on a third node
+  stays reachable) → dual-active while cut, time without service, and time after the
+  heal until the preferred node is the sole server again;
 * ``linkdown``: the preferred node's cable pulled (its switch port down) for 8 s,
   default configs (keepalived tracks its instance's ``interface``; hasup tracks the
   interface of its heartbeats by default) → time until the other node serves,
@@ -56,9 +60,11 @@ from tests.cluster.keepalived import VIP as KA_VIP  # noqa: E402
 from tests.cluster.keepalived import KeepalivedPair, ensure_keepalived, keepalived_unavailable  # noqa: E402
 from tests.cluster.observer import Observer, Timeline  # noqa: E402
 from tests.cluster.testbed import Node, Testbed, netns_unavailable  # noqa: E402
+from tests.cluster.witness_node import WitnessPair  # noqa: E402
 
-SCENARIOS = ("nodeloss", "crash", "failback", "linkdown")
+SCENARIOS = ("nodeloss", "crash", "failback", "linkdown", "partition")
 LINK_DOWN_SECS = 8.0
+PARTITION_SECS = 8.0
 Factory = Callable[[Testbed], Any]
 #: --vip: hasup gets the recipe's virtual IP too (keepalived always has it), and its
 #: stand-in listens on every address so that the VIP reaches it.
@@ -69,10 +75,11 @@ CLIENT_ADDR = "192.160.127.250/17"
 
 def _hasup(advert: str) -> Factory:
     def make(bed: Testbed) -> HasupCluster:
+        pair = bed.nodes[:2]  # a third node, when there is one, is the witness's
         if not VIP_MODE["on"]:
-            return HasupCluster(bed, advert_interval=advert)
+            return HasupCluster(bed, advert_interval=advert, nodes=pair)
         vip = {"vip": [{"address": KA_VIP, "device": "eth0"}]}
-        return HasupCluster(bed, advert_interval=advert, extra=vip, bind="0.0.0.0")
+        return HasupCluster(bed, advert_interval=advert, extra=vip, bind="0.0.0.0", nodes=pair)
 
     return make
 
@@ -83,9 +90,11 @@ IMPLS: dict[str, tuple[str, Factory]] = {
     "hasup-1s": ("hasup default (advert 1 s)", _hasup("1s")),
     "hasup-100ms": ("hasup tuned (advert 100 ms)", _hasup("100ms")),
     "hasup-20ms": ("hasup tuned (advert 20 ms)", _hasup("20ms")),
+    # the pair witness (docs/witness.md) runs on a third namespace behind the bridge
+    "hasup-witness-1s": ("hasup default + witness (advert 1 s)", lambda bed: WitnessPair(bed)),
 }
 #: hasup column -> the keepalived column it is compared with
-RATIOS = {"hasup-1s": "ka-recipe", "hasup-100ms": "ka-tuned", "hasup-20ms": "ka-tuned"}
+RATIOS = {"hasup-1s": "ka-recipe", "hasup-100ms": "ka-tuned", "hasup-20ms": "ka-tuned", "hasup-witness-1s": "ka-recipe"}
 
 
 def log(msg: str) -> None:
@@ -255,6 +264,14 @@ def run_impl(
                     log(f"{label}: {exc}")
                     a.link_up("switch")
                 reset(impl, obs)
+            if "partition" in scenarios:
+                try:
+                    _partition(impl, obs, res, rng, a, b)
+                except (TimeoutError, RuntimeError) as exc:
+                    res.errors.append(f"run {run + 1} partition: {exc}")
+                    log(f"{label}: {exc}")
+                    bed.heal()
+                reset(impl, obs)
             if "crash" in scenarios:
                 try:
                     _crash(impl, obs, res, rng, a)
@@ -352,6 +369,30 @@ def _linkdown(impl: Any, obs: Observer, res: ImplResult, rng: random.Random, a: 
     res.timelines["linkdown"] = (tl, t_cut)
 
 
+def _partition(impl: Any, obs: Observer, res: ImplResult, rng: random.Random, a: Node, b: Node) -> None:
+    """Drop only the heartbeats between the two nodes (both ways) for PARTITION_SECS."""
+    ensure_steady(impl, obs)
+    obs.clear()
+    time.sleep(rng.uniform(0, 1))
+    proto = "112" if impl.kind == "keepalived" else "udp"  # VRRP is IP protocol 112
+    t_cut = obs.mark("partition")
+    try:
+        for x, y in ((a, b), (b, a)):
+            x.drop_from(y, proto)
+            x.drop_to(y, proto)
+        end = t_cut + PARTITION_SECS
+        obs.wait(lambda: time.monotonic() >= end, timeout=PARTITION_SECS + 5, what="partition duration")
+    finally:
+        t_heal = obs.mark("heal")
+        impl.bed.heal()
+    settled = obs.wait_serving({a.name}, timeout=60, hold=1.5)
+    tl = obs.timeline()
+    res.add("partition_dual_s", sum(i.length for i in tl.dual_active(t_cut, t_heal)))
+    res.add("partition_gap_s", sum(i.length for i in tl.no_service(t_cut, t_heal)))
+    res.add("partition_back_s", settled - t_heal if (s := tl.settled(t_heal, a.name)) is None else s - t_heal)
+    res.timelines["partition"] = (tl, t_cut)
+
+
 # -- report ---------------------------------------------------------------------------------
 ROWS = [
     ("nodeloss_s", "node loss → other node serving (s)", "s"),
@@ -364,6 +405,9 @@ ROWS = [
     ("linkdown_s", "link down (8 s) → other node serving (s)", "s"),
     ("linkdown_dual_ms", "link down: dual-active (ms)", "ms"),
     ("linkdown_back_s", "link up → preferred node sole server again (s)", "s"),
+    ("partition_dual_s", "heartbeats cut 8 s: both nodes serving (s)", "s"),
+    ("partition_gap_s", "heartbeats cut 8 s: no node serving (s)", "s"),
+    ("partition_back_s", "heal → preferred node sole server again (s)", "s"),
 ]
 for _scenario, _what in (
     ("nodeloss", "node loss"),
@@ -625,8 +669,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     results: list[ImplResult] = []
     VIP_MODE["on"] = args.vip
     with contextlib.ExitStack() as stack:
-        bed = stack.enter_context(Testbed(2))
-        obs = stack.enter_context(Observer(bed, interval=0.01))
+        bed = stack.enter_context(Testbed(3 if any("witness" in i for i in impls) else 2))
+        obs = stack.enter_context(Observer(bed, interval=0.01, nodes=bed.nodes[:2]))
         if args.vip:
             _client["sampler"] = stack.enter_context(ClientSampler(bed, KA_VIP.split("/")[0], CLIENT_ADDR))
         for key in impls:

@@ -22,6 +22,7 @@ from ._rlimit import raise_nofile
 from ._strictmodes import check_run_files
 from ._version import __version__
 from ._vipconfig import check_devices
+from ._witness_server import add_witness_parser
 from .config import Config, load_config
 
 __all__ = ["main"]
@@ -228,6 +229,7 @@ def cmd_check(args: argparse.Namespace) -> int:
             "authenticated": core.keys.keyed,
             "quorum": "majority" if core.quorum_required else "none",
             "fault_holddown": core.fault_holddown,
+            "witness": None if core.witness is None else f"{format_address(*core.witness)} (lease {core.vote_lease} s)",
             "track_interface": _tracking(config),
             "master_down_interval_at_own_priority": round(
                 3 * core.advert_interval + (256 - core.priority) * core.advert_interval / 256, 4
@@ -328,6 +330,9 @@ def cmd_status(args: argparse.Namespace) -> int:
             f"  peer {peer['name'] or '?'} at {peer['address']}: {peer['state'] or '-'}"
             f"{' ACTIVE' if peer['active'] else ''}, {'live' if peer['live'] else 'DOWN'}, last heard {seen}"
         )
+    if w := doc.get("witness"):
+        state = "reachable" if w["reachable"] else "UNREACHABLE"
+        print(f"  witness {w['address']}: {state}, vote {w['vote']} (holder {w['holder'] or 'nobody'})")
     for kind, detail in doc.get("alarms", {}).items():
         print(f"  ALARM {kind}: {detail}")
     return code
@@ -566,12 +571,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--log-level", default="warning", choices=["debug", "info", "warning", "error"])
     p.add_argument("--loop", default="asyncio", choices=["asyncio", "trio"], help=argparse.SUPPRESS)
     p.set_defaults(func=cmd_demo)
+    add_witness_parser(sub)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    if args.command == "run":
+    if args.command in ("run", "witness"):
         _setup_logging(args.log_level, args.log_format)
     started = time.monotonic()
     try:

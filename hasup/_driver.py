@@ -130,13 +130,15 @@ class Driver:
                 await self.transport.send(data, address)
             except OSError as exc:
                 self.count("send_errors")
-                if exc.errno in LOCAL_NETWORK_ERRORS and not self._send_link_down:
+                # The witness's network may be unreachable while the peers' is fine:
+                # that is the witness's unreachability (an alarm), not our isolation.
+                if exc.errno in LOCAL_NETWORK_ERRORS and not self._send_link_down and address != node.config.witness:
                     self._send_link_down = True
                     log.error("network unusable: %s", exc)
                     self._report_link(node)
                 log.debug("send to %s:%d failed: %s", address[0], address[1], exc)
             else:
-                if self._send_link_down:
+                if self._send_link_down and address != node.config.witness:
                     self._send_link_down = False
                     log.warning("network usable again")
                     self._report_link(node)

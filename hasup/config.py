@@ -24,6 +24,7 @@ from ._vipconfig import VipSettings, parse_vips
 from .backends import ServiceBackend, load_backend_class
 from .probes import Probe, ProbeOptions, load_probe_class
 from .protocol import Address, CoreConfig, KeyRing, PeerSpec
+from .protocol._witness import DEFAULT_WITNESS_PORT, WITNESS_LABEL
 
 if TYPE_CHECKING:
     from .coordinator import Coordinator
@@ -59,6 +60,10 @@ class GroupSettings:
     track_interface: tuple[str, ...] | None = None
     #: Raw group secrets, the sending key first (data sync derives its own keys).
     secrets: tuple[bytes, ...] = attrs.field(default=(), repr=False)
+    #: ``hasup witness`` address (a third vote), its keys and the vote lease.
+    witness: Address | None = None
+    witness_keys: KeyRing | None = attrs.field(default=None, repr=False)
+    witness_lease: float = 0.0
 
 
 @attrs.frozen
@@ -118,6 +123,9 @@ class Config:
             external_leader=self.coordinator is not None,
             takeover_needs_sync=bool(self.sync),
             vips=bool(self.vips),
+            witness=self.group.witness,
+            witness_keys=self.group.witness_keys,
+            witness_lease=self.group.witness_lease,
             probes=tuple(p.options.spec() for p in self.probes),
         )
 
@@ -239,7 +247,7 @@ def _peers(section: Section, listen_port: int) -> tuple[PeerSpec, ...]:
     return tuple(peers)
 
 
-def _keys(section: Section, warnings: list[str]) -> tuple[KeyRing, str | None, tuple[bytes, ...]]:
+def _keys(section: Section, warnings: list[str]) -> tuple[KeyRing, str | None, tuple[bytes, ...], KeyRing | None]:
     insecure = section.get_bool("insecure", False)
     key_file = section.get_str("key_file", None)
     inline = section.get_str("key", None)
@@ -276,11 +284,36 @@ def _keys(section: Section, warnings: list[str]) -> tuple[KeyRing, str | None, t
                 "or set insecure = true to run without authentication",
             )
         warnings.append(f"{section.source.file}: group.insecure: heartbeats are NOT authenticated")
-        return KeyRing.insecure(), None, ()
+        return KeyRing.insecure(), None, (), None
     if insecure:
         raise section.error("insecure", "cannot be true when a key is configured")
     ordered = (secrets[key_id], *(v for k, v in secrets.items() if k != key_id))
-    return KeyRing.from_group_keys(secrets, key_id), key_file, ordered
+    witness = KeyRing.from_group_keys(secrets, key_id, label=WITNESS_LABEL)
+    return KeyRing.from_group_keys(secrets, key_id), key_file, ordered, witness
+
+
+def _witness(
+    section: Section, keys: KeyRing | None, peers: tuple[PeerSpec, ...], advert: float
+) -> tuple[Address | None, KeyRing | None, float]:
+    """``[group] witness``, ``witness_key_file`` and ``witness_lease`` (docs/witness.md)."""
+    text = section.get_str("witness", None)
+    key_file = section.get_str("witness_key_file", None)
+    lease = section.get_duration("witness_lease", 4 * advert, min=4 * advert, max=120.0)
+    if text is None:
+        if key_file is not None:
+            raise section.error("witness_key_file", 'needs witness = "host:port"')
+        return None, None, 0.0
+    address = _address(section, "witness", text, DEFAULT_WITNESS_PORT)
+    if key_file is not None:
+        secret = read_key_file(key_file, section=section, key="witness_key_file")
+        keys = KeyRing.from_group_keys({1: secret}, 1, label=WITNESS_LABEL)
+    if keys is None:
+        raise section.error("witness", "needs a group key (or witness_key_file): votes are authenticated")
+    if (1 + len(peers)) % 2:
+        raise section.error("witness", f"breaks ties in groups of an even size; this group has {1 + len(peers)} nodes")
+    if section.get_str("quorum", "auto") == "none":
+        raise section.error("witness", 'counts as a vote: it cannot be combined with quorum = "none"')
+    return address, keys, lease
 
 
 def parse_config(text: str, file: str = "<config>") -> Config:
@@ -310,18 +343,28 @@ def parse_config(text: str, file: str = "<config>") -> Config:
     group_id = group_s.get_int("id", min=0, max=2**32 - 1)
     listen = _address(group_s, "listen", group_s.get_str("listen", f"0.0.0.0:{DEFAULT_PORT}"), DEFAULT_PORT)
     peers = _peers(group_s, listen[1])
-    keys, key_file, secrets = _keys(group_s, warnings)
+    keys, key_file, secrets, witness_keys = _keys(group_s, warnings)
+    advert = group_s.get_duration("advert_interval", 1.0, min=0.01, max=60.0)
+    witness, witness_keys, witness_lease = _witness(group_s, witness_keys, peers, advert)
+    if witness is not None and witness[0] in {listen[0], *(p.address[0] for p in peers)}:
+        warnings.append(
+            f"{file}: group.witness: {witness[0]} is a node of this group; "
+            "the witness must run on a third machine to break a tie"
+        )
     group = GroupSettings(
         id=group_id,
         listen=listen,
         peers=peers,
         keys=keys,
-        advert_interval=group_s.get_duration("advert_interval", 1.0, min=0.01, max=60.0),
+        advert_interval=advert,
         fault_holddown=group_s.get_duration("fault_holddown", 5.0, min=0.0),
         quorum=group_s.get_str("quorum", "auto", choices=("auto", "majority", "none")),
         key_file=key_file,
         secrets=secrets,
         track_interface=group_s.get_str_list("track_interface", None),
+        witness=witness,
+        witness_keys=witness_keys,
+        witness_lease=witness_lease,
     )
     group_s.finish()
     if any(p.name == node.name for p in peers):
@@ -357,6 +400,8 @@ def parse_config(text: str, file: str = "<config>") -> Config:
         from .coordinator import load_coordinator
 
         coordinator = coordinator_s.data()
+        if witness is not None:
+            raise group_s.error("witness", "and [coordinator] are alternatives: etcd already is the quorum")
         load_coordinator(Section(coordinator, path="coordinator", source=source), group_id=group_id, name=node.name)
 
     status_s = root.get_table("status")

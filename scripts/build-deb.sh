@@ -53,6 +53,7 @@ install -d "$PKG/usr/bin" "$PKG/lib/systemd/system" "$PKG/etc/hasup" "$PKG/usr/s
   "$PKG/usr/share/doc/hasup/examples" "$PKG/DEBIAN"
 ln -s /opt/hasup/bin/hasup "$PKG/usr/bin/hasup"
 install -m 0644 "$ROOT/packaging/deb/hasup.service" "$PKG/lib/systemd/system/hasup.service"
+install -m 0644 "$ROOT/packaging/deb/hasup-witness.service" "$PKG/lib/systemd/system/hasup-witness.service"
 install -m 0644 "$ROOT/packaging/deb/hasup.toml" "$PKG/etc/hasup/hasup.toml"
 install -m 0644 "$ROOT/README.md" "$ROOT/CHANGELOG.md" "$PKG/usr/share/doc/hasup/"
 cp -r "$ROOT/docs/." "$PKG/usr/share/doc/hasup/docs"

@@ -27,6 +27,7 @@ DOCS = [
     ROOT / "docs" / "operations.md",
     ROOT / "docs" / "sync.md",
     ROOT / "docs" / "coordinator.md",
+    ROOT / "docs" / "witness.md",
 ]
 FENCE = re.compile(r"^```toml\n(.*?)^```", re.MULTILINE | re.DOTALL)
 KEY_PATH = re.compile(r'(\b(?:key_file|file)\s*=\s*)"[^"]*"')

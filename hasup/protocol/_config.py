@@ -79,6 +79,12 @@ class CoreConfig:
     #: Virtual IP addresses are configured (``[[vip]]``): the core emits
     #: ``AddVips``/``RemoveVips``/``AnnounceVips`` around the service.
     vips: bool = False
+    #: The pair witness (``[group] witness``): a third vote (``docs/witness.md``).
+    witness: Address | None = None
+    #: Keys for vote requests (HKDF label ``"witness v1"`` from the group key).
+    witness_keys: KeyRing | None = None
+    #: Vote lease asked of the witness; 0: ``4 * advert_interval``.
+    witness_lease: float = 0.0
 
     @property
     def group_size(self) -> int:
@@ -88,6 +94,8 @@ class CoreConfig:
     def quorum_required(self) -> bool:
         if self.external_leader:
             return False  # the coordinator is the quorum
+        if self.witness is not None:
+            return True  # the witness is the third vote
         if self.quorum == "auto":
             return self.group_size >= 3
         return self.quorum == "majority"
@@ -95,6 +103,11 @@ class CoreConfig:
     @property
     def advert_ms(self) -> int:
         return max(1, round(self.advert_interval * 1000))
+
+    @property
+    def vote_lease(self) -> float:
+        """The witness vote lease this node asks for."""
+        return self.witness_lease or 4 * self.advert_interval
 
     @property
     def config_hash(self) -> int:

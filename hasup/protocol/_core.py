@@ -25,6 +25,7 @@ from ._peers import PeerView, down_interval
 from ._probes import ProbeTracker
 from ._states import Event, transition
 from ._wire import Drop, Flag, Heartbeat, encode
+from ._witness import WitnessVote
 
 INF = float("inf")
 _RESIGNING = (State.FAULT, State.STOPPING, State.RELEASING)
@@ -127,6 +128,19 @@ class _NodeBase:
         self._grant_token = 0
         self._released_at = -INF
         self._last_reason = "starting"
+        #: The witness's vote (``[group] witness``), asked for every advert.
+        self._vote = (
+            WitnessVote(
+                config.witness_keys, config.group, config.name, config.vote_lease, min_lease=4 * config.advert_interval
+            )
+            if config.witness is not None and config.witness_keys is not None
+            else None
+        )
+        self._next_vote_request = now
+        self._wanted_vote = False
+        self._has_quorum = False  # as of the last decision round
+        self._claim_seq = 0
+        self._next_claim_query = INF
         self._persist(now)
         self._update(now)
 
@@ -357,6 +371,8 @@ class _NodeBase:
         self._max_term_seen = self._term
         self._set_state(Event.CLAIM, now, reason)
         self._persist(now)
+        self._claim_seq = self._seq + 1  # with a witness, a peer's ack of it confirms the claim
+        self._next_claim_query = now
 
     def _clear_takeover(self) -> None:
         self._takeover_requested_at = None
@@ -531,10 +547,14 @@ class _NodeBase:
                 for p in self._peers.values()
             ],
             "counters": self.statistics(),
+            "witness": self.witness_snapshot(now),
         }
 
     def _update(self, now: float) -> None:  # implemented by _Decisions
         raise NotImplementedError
 
     def _leadership_timers(self, now: float) -> list[float]:  # implemented by _Assignments
+        raise NotImplementedError
+
+    def witness_snapshot(self, now: float) -> dict[str, object] | None:  # implemented by _Voting
         raise NotImplementedError

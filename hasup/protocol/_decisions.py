@@ -3,14 +3,15 @@
 from __future__ import annotations
 
 from ._actions import AnnounceVips, Notify
-from ._core import _RESIGNING, INF, NAME_CLASH_CLEAR, _NodeBase
+from ._core import _RESIGNING, INF, NAME_CLASH_CLEAR
 from ._enums import ServiceStatus, State
 from ._peers import PeerView
 from ._states import Event
+from ._voting import _Voting
 from ._wire import Flag
 
 
-class _Decisions(_NodeBase):
+class _Decisions(_Voting):
     """Takeover, conflicts, release, faults, isolation and quorum."""
 
     # ---------------------------------------------------------------- the decision loop
@@ -27,7 +28,11 @@ class _Decisions(_NodeBase):
             self._name_clash_at = None
             self._clear_alarm("name_clash")
         self._emit(now)
-        self._timer = self._compute_timer(now)
+        self._emit_vote(now)
+        timer = self._compute_timer(now)
+        if self._vote is not None and timer is not None:
+            timer = min([timer, *(t for t in self._vote_timers() if t > now)])
+        self._timer = timer
 
     def _assign(self, now: float) -> None:  # implemented by _Assignments
         raise NotImplementedError
@@ -37,14 +42,19 @@ class _Decisions(_NodeBase):
         live = [p for p in self._peers.values() if p.live(now)]
         if self._link_up and self._link_bad_at > -INF and now - self._link_bad_at > self.master_down_interval():
             self._link_bad_at = -INF
-        quorum = not cfg.quorum_required or (1 + len(live)) * 2 > cfg.group_size
+        # The witness is one more vote (docs/witness.md): counted while its lease holds.
+        witness = self._witness_votes(now)
+        voters = cfg.group_size + (cfg.witness is not None)
+        voting = self._voting_peers(live, now)
+        quorum = not cfg.quorum_required or (1 + len(voting) + witness) * 2 > voters
         held = quorum
+        self._has_quorum = quorum
         if cfg.quorum_required and self.holder:
             # A holder counts only peers heard within 2 adverts, and stops half an advert
             # after losing its majority: at ~2.5 adverts, before the majority side can
             # declare it down (3 adverts + skew) and claim.
-            heard = sum(1 for p in live if p.last_rx is not None and now - p.last_rx < 2 * p.advert)
-            held = (1 + heard) * 2 > cfg.group_size
+            heard = sum(1 for p in voting if p.last_rx is not None and now - p.last_rx < 2 * p.advert)
+            held = (1 + heard + witness) * 2 > voters
         if held:
             self._no_quorum_since = None
         elif self._no_quorum_since is None:
@@ -77,7 +87,8 @@ class _Decisions(_NodeBase):
                 and self._no_quorum_since is not None
                 and now - self._no_quorum_since >= cfg.advert_interval / 2
             ):
-                self._fault(now, f"no majority: hear {1 + len(live)} of {cfg.group_size}")
+                suffix = " and no witness vote" if cfg.witness is not None else ""
+                self._fault(now, f"no majority: hear {1 + len(voting)} of {cfg.group_size}{suffix}")
                 return
             if self.holder and state == State.MASTER and self._probes.witness_failing():
                 silent = all(p.last_rx is None or now - p.last_rx >= 2 * p.advert for p in self._peers.values())
@@ -167,6 +178,7 @@ class _Decisions(_NodeBase):
         if (
             self._resume_candidate
             and not cfg.external_leader  # there, leadership must come from the coordinator
+            and (cfg.witness is None or self._has_quorum)
             and self._service is ServiceStatus.RUNNING
             and now >= self._started_at + 1.5 * cfg.advert_interval
             and not any(p.active and p.state == State.MASTER for p in live)
@@ -306,6 +318,8 @@ class _Decisions(_NodeBase):
             return
         if any(p.active for p in live):
             return  # wait for the resigning holder to confirm its stop
+        if self.config.witness is not None and not self._claim_confirmed(live, now):
+            return  # the peer whose vote we count has not seen the claim yet
         if self._service is ServiceStatus.STOPPED:
             self._start(now, self._last_reason)
 

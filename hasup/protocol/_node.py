@@ -38,6 +38,9 @@ class Node(_Assignments):
 
     def receive_datagram(self, data: bytes, addr: Address, now: float) -> None:
         """A datagram from the network. Bad ones are dropped and counted, never raised."""
+        if self._is_vote_reply(data):
+            self._vote_reply(data, now)
+            return
         peer = self._peers.get((addr[0], addr[1]))
         result = decode(data, self.config.keys, self.config.group)
         if isinstance(result, Drop):

@@ -146,8 +146,9 @@ class KeyRing:
         return mac.digest()
 
     @classmethod
-    def from_group_keys(cls, group_keys: Mapping[int, bytes], send_id: int) -> KeyRing:
-        derived = {kid: derive_key(k, b"hb v1") for kid, k in group_keys.items()}
+    def from_group_keys(cls, group_keys: Mapping[int, bytes], send_id: int, *, label: bytes = b"hb v1") -> KeyRing:
+        """Derive one key per id with HKDF ``label`` (heartbeats: ``"hb v1"``)."""
+        derived = {kid: derive_key(k, label) for kid, k in group_keys.items()}
         if send_id not in derived:
             raise ValueError(f"send key id {send_id} is not among the configured keys")
         if 0 in derived:

@@ -3,7 +3,8 @@
 * :class:`NodeCluster` — election cores on a simulated network and virtual clock;
   with :class:`FakeCoordinator` (leader election on a lease) and
   :class:`FakeSyncEngine` (data-sync engines) it also executes the cores' coordinator
-  and sync actions. :class:`SimHost` is what such fakes need from the simulation.
+  and sync actions; with :class:`FakeWitness` it answers their witness vote
+  requests. :class:`SimHost` is what such fakes need from the simulation.
 * :class:`MemoryNetwork`, :class:`MockBackend`, :class:`MemoryStateFile` — in-memory
   I/O for :class:`~hasup.Supervisor` tests on a mock clock.
 * :func:`supervisor_harness`, :func:`config_text`, :func:`wait_for` — boot, kill and
@@ -29,11 +30,13 @@ from ._subprocess import (
     write_key_file,
 )
 from ._wait import wait_for, wait_until
+from ._witness import FakeWitness
 
 __all__ = [
     "ClusterEvent",
     "FakeCoordinator",
     "FakeSyncEngine",
+    "FakeWitness",
     "MemoryNetwork",
     "MemoryStateFile",
     "MemoryTransport",

@@ -38,11 +38,13 @@ from ..protocol import (
     SyncRole,
 )
 from ..protocol._config import Address
+from ..protocol._witness import WITNESS_LABEL
 from ._clock import VirtualClock
 from ._coordinator import FakeCoordinator
 from ._fakesync import FakeSyncEngine
 from ._host import NodeInput
 from ._observe import ClusterEvent, ClusterView, SimNode
+from ._witness import FakeWitness
 
 __all__ = ["ClusterEvent", "NodeCluster", "SimNode"]
 
@@ -56,7 +58,9 @@ class NodeCluster(VirtualClock, ClusterView):
 
     ``coordinator`` executes the cores' ``Campaign``/``Resign`` (the generated configs
     get ``external_leader=True`` and ``coordinator_timeout`` = its ``request_timeout``);
-    ``sync`` executes ``SyncRole``/``PullData`` (they get ``takeover_needs_sync=True``).
+    ``sync`` executes ``SyncRole``/``PullData`` (they get ``takeover_needs_sync=True``);
+    ``witness`` (a :class:`~hasup.testing.FakeWitness`) answers the cores' vote requests
+    (they get ``witness`` = its address and the group key's witness keys).
     Ready :class:`CoreConfig` objects are used as they are. The cluster is the fakes'
     :class:`~hasup.testing.SimHost`.
     """
@@ -77,11 +81,17 @@ class NodeCluster(VirtualClock, ClusterView):
         probes: Sequence[ProbeSpec] = (),
         coordinator: FakeCoordinator | None = None,
         sync: FakeSyncEngine | None = None,
+        witness: FakeWitness | None = None,
         **core_options: Any,
     ) -> None:
         VirtualClock.__init__(self)
         self.coordinator = coordinator
         self.sync = sync
+        self.witness = witness
+        if witness is not None:
+            core_options.setdefault("witness", witness.address)
+            core_options.setdefault("witness_keys", KeyRing.from_group_keys({1: key}, 1, label=WITNESS_LABEL))
+            witness.attach({group: KeyRing.from_group_keys({1: key}, 1, label=WITNESS_LABEL)}, self.now)
         if coordinator is not None:
             core_options.setdefault("external_leader", True)
             core_options.setdefault("coordinator_timeout", coordinator.request_timeout)
@@ -189,9 +199,13 @@ class NodeCluster(VirtualClock, ClusterView):
     def probe(self, name: str, probe: str, ok: bool) -> None:
         self._input(self.sims[name], lambda n: n.probe_result(probe, ok, self.now))
 
+    def _endpoints(self) -> list[str]:
+        """Node names, and the witness's endpoint name when there is one."""
+        return [*self.sims, *([self.witness.name] if self.witness is not None else [])]
+
     def link(self, name: str, up: bool) -> None:
         """Carrier of the node's tracked interface; a down link also cuts its traffic."""
-        for other in self.sims:
+        for other in self._endpoints():
             if other != name:
                 for pair in ((name, other), (other, name)):
                     if up:
@@ -203,8 +217,9 @@ class NodeCluster(VirtualClock, ClusterView):
     def partition(self, *groups: Iterable[str]) -> None:
         """Cut the network into ``groups``; traffic only flows inside a group."""
         sets = [set(g) for g in groups]
-        for a in self.sims:
-            for b in self.sims:
+        endpoints = self._endpoints()
+        for a in endpoints:
+            for b in endpoints:
                 if a != b and not any(a in s and b in s for s in sets):
                     self._blocked.add((a, b))
 
@@ -306,6 +321,9 @@ class NodeCluster(VirtualClock, ClusterView):
             self._pump(sim)
 
     def _transmit(self, src: SimNode, data: bytes, addr: Address) -> None:
+        if self.witness is not None and addr == self.witness.address:
+            self._to_witness(src, data, self.witness)
+            return
         dst = self._by_address.get(addr)
         if dst is None or (src.name, dst.name) in self._blocked:
             return
@@ -319,6 +337,34 @@ class NodeCluster(VirtualClock, ClusterView):
             self._input(dst, lambda n: n.receive_datagram(data, src.address, self.now))
 
         self._at(self.now + delay, deliver)
+
+    def _hop(self, src: str, dst: str) -> float | None:
+        """The delay of one datagram from ``src`` to ``dst`` (``None``: it is lost)."""
+        if (src, dst) in self._blocked or (self.loss and self.rng.random() < self.loss):
+            return None
+        return self.delay + (self.rng.random() * self.jitter if self.jitter else 0.0)
+
+    def _to_witness(self, src: SimNode, data: bytes, witness: FakeWitness) -> None:
+        there = self._hop(src.name, witness.name)
+        if there is None:
+            return
+        node = src.node
+
+        def arrive() -> None:
+            if (src.name, witness.name) in self._blocked:
+                return
+            reply = witness.handle(data, self.now)
+            back = self._hop(witness.name, src.name)
+            if reply is None or back is None:
+                return
+
+            def answer() -> None:
+                if (witness.name, src.name) not in self._blocked and src.node is node:
+                    self._input(src, lambda n: n.receive_datagram(reply, witness.address, self.now))
+
+            self._at(self.now + back, answer)
+
+        self._at(self.now + there, arrive)
 
     def _execute(self, sim: SimNode, node: Node, action: Action) -> None:
         self.action_log.append((self.now, sim.name, action))
