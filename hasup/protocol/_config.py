@@ -79,6 +79,10 @@ class CoreConfig:
     #: Virtual IP addresses are configured (``[[vip]]``): the core emits
     #: ``AddVips``/``RemoveVips``/``AnnounceVips`` around the service.
     vips: bool = False
+    #: Warm standby: the service runs on every node; the core emits ``Promote``/``Demote``
+    #: instead of ``StartService``/``StopService`` and a node is eligible only while its
+    #: standby reports ready (``Node.standby_ready``).
+    warm: bool = False
 
     @property
     def group_size(self) -> int:
@@ -100,4 +104,6 @@ class CoreConfig:
     def config_hash(self) -> int:
         """Hash of the settings every member must share (reported on mismatch)."""
         text = f"v1|{self.group}|{self.advert_ms}|{self.quorum_required}|{self.group_size}"
+        if self.warm:
+            text += "|warm"  # a group must not mix warm and cold members
         return zlib.crc32(text.encode())

@@ -11,9 +11,11 @@ from collections import Counter, deque
 from ._actions import (
     Action,
     Alarm,
+    Demote,
     Notify,
     Persist,
     PersistentState,
+    Promote,
     RemoveVips,
     StartService,
     StopService,
@@ -21,6 +23,7 @@ from ._actions import (
 )
 from ._config import Address, CoreConfig
 from ._enums import ServiceStatus, State
+from ._handover import HandoverTracker
 from ._peers import PeerView, down_interval
 from ._probes import ProbeTracker
 from ._states import Event, transition
@@ -127,6 +130,10 @@ class _NodeBase:
         self._grant_token = 0
         self._released_at = -INF
         self._last_reason = "starting"
+        #: Warm standby readiness (``Node.standby_ready``): unknown until first reported.
+        self._standby_ready: bool | None = None
+        self._standby_detail = ""
+        self._handover = HandoverTracker(now)
         self._persist(now)
         self._update(now)
 
@@ -309,7 +316,7 @@ class _NodeBase:
             # the follower must have stopped writing before the service starts
             self._sync_role = SyncRole("idle")
             self._actions.append(self._sync_role)
-        action = StartService(self._term, reason)
+        action = Promote(self._term, reason) if self.config.warm else StartService(self._term, reason)
         self._pending = action
         self._actions.append(action)
         self._changed(now)  # we are a holder from now on
@@ -318,7 +325,7 @@ class _NodeBase:
         if isinstance(self._pending, StopService):
             return
         self._remove_vips(reason)  # clients must not reach a service that is stopping
-        action = StopService(reason)
+        action = Demote(reason) if self.config.warm else StopService(reason)
         self._pending = action
         self._actions.append(action)
 

@@ -130,6 +130,18 @@ class Node(_Assignments):
             return True
         return self._serving() and now >= self._service_since + spec.start_period
 
+    def standby_ready(self, ready: bool, now: float, detail: str = "") -> None:
+        """Warm standby (``CoreConfig.warm``): whether this node's service process is up
+        and able to take over (its readiness check passes). A node is eligible only
+        while ready; a node that stops being ready faults (a holder is demoted, so the
+        best ready standby is promoted)."""
+        if ready == self._standby_ready and (ready or detail == self._standby_detail):
+            return
+        self._standby_ready = ready
+        self._standby_detail = "" if ready else detail
+        self._changed(now)
+        self._update(now)
+
     def service_status(self, status: ServiceStatus, now: float) -> None:
         """What the backend observed (initial status, or a pushed change)."""
         if status is self._service:
