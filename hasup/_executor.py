@@ -31,7 +31,9 @@ from .protocol import (
     AnnounceVips,
     Campaign,
     ConfigWarning,
+    Demote,
     Notify,
+    Promote,
     PullData,
     RemoveVips,
     Resign,
@@ -132,7 +134,9 @@ class Executor:
         self, action: StartService | StopService, call: Callable[[], Awaitable[None]], limit: float
     ) -> None:
         verb = "start" if isinstance(action, StartService) else "stop"
-        log.info("%s service: %s", verb, action.reason)
+        # warm standby: the same contract, but the service keeps running on both sides
+        word = {"start": "promote", "stop": "demote"}[verb] if isinstance(action, Promote | Demote) else verb
+        log.info("%s service: %s", word, action.reason)
         began = anyio.current_time()
         ok, detail = True, ""
         try:
@@ -147,9 +151,10 @@ class Executor:
         self._metrics.backend_call(verb, ok, elapsed)
         self._driver.count(f"backend_{verb}_{'ok' if ok else 'failed'}")
         if ok:
-            log.info("service %s in %.3f s", "started" if verb == "start" else "stopped", elapsed)
+            done = {"start": "started", "stop": "stopped", "promote": "promoted", "demote": "demoted"}[word]
+            log.info("service %s in %.3f s", done, elapsed)
         else:
-            log.error("service %s failed after %.3f s: %s", verb, elapsed, detail)
+            log.error("service %s failed after %.3f s: %s", word, elapsed, detail)
         await self._driver.input(lambda n, now: n.action_result(action, ok, now, detail))
 
     def _on_notify(self, action: Notify) -> None:

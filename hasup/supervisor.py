@@ -31,7 +31,7 @@ from ._driver import Driver
 from ._errors import BackendError, ConfigError, HasupError
 from ._events import EventHub, SupervisorEvent
 from ._executor import Executor, Timeouts
-from ._feeds import probe_loop, track_links, watch_service
+from ._feeds import probe_loop, track_links, watch_readiness, watch_service
 from ._hooks import HookRunner
 from ._metrics import SupervisorMetrics
 from ._notify import SystemdNotifier
@@ -289,6 +289,8 @@ class Supervisor:
                 await driver.start(core, epoch, persisted, initial)
                 tg.start_soon(driver.receiver)
                 tg.start_soon(watch_service, driver, self.backend)
+                if self.backend.warm:
+                    tg.start_soon(watch_readiness, driver, self.backend)
                 tg.start_soon(self._hook_runner.run)
                 tg.start_soon(self._events.run_hooks)
                 if self._leadership is not None:
@@ -385,6 +387,8 @@ class Supervisor:
     async def _resolved_core_config(self) -> CoreConfig:
         """Resolve peer host names once, so that datagram sources match them."""
         core = self.config.core_config()
+        if self.backend.warm != core.warm:
+            core = attrs.evolve(core, warm=self.backend.warm)  # an embedder's own backend object
         if self.coordinator is not None:
             core = attrs.evolve(core, coordinator_timeout=self.coordinator.request_timeout)
         peers = []
