@@ -11,6 +11,7 @@ measure the warm-standby test and the benchmark share.
 
 from __future__ import annotations
 
+import itertools
 import json
 import shutil
 import sys
@@ -143,7 +144,7 @@ def continuity(samples: Sequence[dict[str, Any]], since: float, until: float, pe
     lost = sum(1 for k in expected if not seen.get(k))
     duplicated = sum(len(v) - 1 for v in seen.values() if len(v) > 1)
     window = sorted((s for v in seen.values() for s in v), key=lambda s: float(s["rx"]))
-    gaps = [float(b["rx"]) - float(a["rx"]) - period for a, b in zip(window, window[1:], strict=False)]
+    gaps = [float(b["rx"]) - float(a["rx"]) - period for a, b in itertools.pairwise(window)]
     spans: dict[str, list[tuple[float, float]]] = defaultdict(list)
     for s in window:  # contiguous runs of each source (a gap of > 1.5 periods ends a run)
         runs = spans[s["source"]]

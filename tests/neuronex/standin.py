@@ -110,7 +110,7 @@ class Standin:
                 if reply.isError():
                     continue
                 value = int(reply.registers[0])
-            except Exception:  # noqa: BLE001 - the device is away: link down, retry
+            except Exception:
                 self.link = False
                 client.close()
                 continue
@@ -122,7 +122,9 @@ class Standin:
                 self.published += 1
 
     # -- HTTP ---------------------------------------------------------------------------
-    def handle(self, method: str, path: str, query: dict[str, str], headers: Any, body: bytes) -> tuple[int, dict[str, Any]]:
+    def handle(
+        self, method: str, path: str, query: dict[str, str], headers: Any, body: bytes
+    ) -> tuple[int, dict[str, Any]]:
         if method == "POST" and path == "/api/v2/login":
             try:
                 req = json.loads(body)
@@ -218,13 +220,13 @@ def main() -> None:
             self.end_headers()
             self.wfile.write(data)
 
-        def do_GET(self) -> None:  # noqa: N802 - http.server's naming
+        def do_GET(self) -> None:
             self._serve("GET")
 
-        def do_POST(self) -> None:  # noqa: N802
+        def do_POST(self) -> None:
             self._serve("POST")
 
-        def log_message(self, format: str, *args: Any) -> None:  # noqa: A002
+        def log_message(self, format: str, *args: Any) -> None:
             pass
 
     host, port = args.listen.rsplit(":", 1)
