@@ -17,6 +17,7 @@ import anyio
 
 from ._addr import format_address
 from ._errors import ConfigError, HasupError
+from ._ledger import add_ledger_parser, describe_handover
 from ._listen import check_listeners, new_listeners
 from ._rlimit import raise_nofile
 from ._strictmodes import check_run_files
@@ -330,6 +331,10 @@ def cmd_status(args: argparse.Namespace) -> int:
         )
     for kind, detail in doc.get("alarms", {}).items():
         print(f"  ALARM {kind}: {detail}")
+    handovers = doc.get("handovers") or []
+    if handovers:
+        last = handovers[-1]
+        print(f"  last handover: {describe_handover(last)} (hasup ledger)")
     return code
 
 
@@ -511,6 +516,8 @@ def build_parser() -> argparse.ArgumentParser:
     group.add_argument("--url", help="ask this status endpoint instead of the one -c names")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_status)
+
+    add_ledger_parser(sub, _config_arg)  # the command lives in _ledger
 
     p = sub.add_parser("switchover", help="move the service from this MASTER to a peer (release handshake)")
     _config_arg(p)

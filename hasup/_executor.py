@@ -20,6 +20,7 @@ from ._errors import BackendError
 from ._events import EventHub, SupervisorEvent
 from ._hooks import HookEvent, HookRunner
 from ._leadership import LeaderLink
+from ._ledger import Ledger
 from ._metrics import SupervisorMetrics
 from ._syncrunner import SyncRunner
 from ._vip import VipManager
@@ -32,6 +33,7 @@ from .protocol import (
     Campaign,
     ConfigWarning,
     Demote,
+    Handover,
     Notify,
     Promote,
     PullData,
@@ -71,6 +73,7 @@ class Executor:
         leadership: LeaderLink | None = None,
         sync: SyncRunner | None = None,
         vips: VipManager | None = None,
+        ledger: Ledger | None = None,
     ) -> None:
         self._driver = driver
         self._backend = backend
@@ -82,6 +85,7 @@ class Executor:
         self._leadership = leadership
         self._sync = sync
         self._vips = vips
+        self._ledger = ledger
         self._claimed_at: float | None = None
 
     async def run(self) -> None:
@@ -114,6 +118,21 @@ class Executor:
             await self._on_vips(action)
         elif isinstance(action, ConfigWarning):
             log.warning("%s", action.detail)
+        elif isinstance(action, Handover):
+            self._on_handover(action)
+
+    def _on_handover(self, action: Handover) -> None:
+        log.info(
+            "handover: %s -> %s (term %d), %.3f s without a holder, %.3f s with two",
+            action.previous or "-",
+            action.holder,
+            action.term,
+            action.no_holder,
+            action.two_holders,
+        )
+        self._metrics.handover(action.no_holder, action.two_holders)
+        if self._ledger is not None:
+            self._ledger.record(action)
 
     async def _on_vips(self, action: AddVips | RemoveVips | AnnounceVips) -> None:
         assert self._vips is not None

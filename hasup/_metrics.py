@@ -68,6 +68,19 @@ class SupervisorMetrics:
             buckets=_LATENCY,
             registry=self.registry,
         )
+        self.handovers = Counter(
+            "hasup_handovers",
+            "Changes of holder seen by this node (the handover ledger)",
+            ["node"],
+            registry=self.registry,
+        )
+        self.handover_windows = Histogram(
+            "hasup_handover_window_seconds",
+            "Per handover: time with no holder and with two holders, as seen by this node",
+            ["node", "window"],
+            buckets=(0.0, *_LATENCY),
+            registry=self.registry,
+        )
         self.registry.register(_CoreCollector(name, core, statistics, vips))
         self._node = node
 
@@ -76,6 +89,11 @@ class SupervisorMetrics:
 
     def failover(self, seconds: float) -> None:
         self.failovers.labels(self._node).observe(seconds)
+
+    def handover(self, no_holder: float, two_holders: float) -> None:
+        self.handovers.labels(self._node).inc()
+        self.handover_windows.labels(self._node, "no_holder").observe(no_holder)
+        self.handover_windows.labels(self._node, "two_holders").observe(two_holders)
 
     def probe(self, name: str, ok: bool, seconds: float) -> None:
         self.probe_seconds.labels(self._node, name).observe(seconds)

@@ -33,6 +33,7 @@ from ._events import EventHub, SupervisorEvent
 from ._executor import Executor, Timeouts
 from ._feeds import probe_loop, track_links, watch_readiness, watch_service
 from ._hooks import HookRunner
+from ._ledger import Ledger
 from ._metrics import SupervisorMetrics
 from ._notify import SystemdNotifier
 from ._statefile import StateFile
@@ -111,6 +112,7 @@ class Supervisor:
                 state_dir=config.node.state_dir,
                 peer_hosts=[peer.address[0] for peer in config.group.peers],
             )
+        self.ledger = Ledger(config.node.state_dir, config.node.name)
         self._executor = Executor(
             self._driver,
             self.backend,
@@ -122,6 +124,7 @@ class Supervisor:
             leadership=self._leadership,
             sync=self._sync,
             vips=self._vips,
+            ledger=self.ledger,
         )
         self._stack: AsyncExitStack | None = None
         self._stopped = anyio.Event()
@@ -196,6 +199,7 @@ class Supervisor:
             data["sync"] = self._sync.status()
         if self._vips is not None:
             data["vips"] = self._vips.status()
+        data["handovers"] = self.ledger.recent(10)
         data["statistics"] = self.statistics()
         data.pop("counters", None)
         return data
