@@ -155,7 +155,7 @@ def test_config_errors_are_located(tmp_path: Path) -> None:
         NeuronexBackend.from_config(_section(tmp_path, text))
     secret.chmod(0o600)
     b = NeuronexBackend.from_config(_section(tmp_path, text))
-    assert b.describe() == "neuronex: http://127.0.0.1:7000 (all nodes, warm standby)"
+    assert b.describe() == "neuronex: http://127.0.0.1:8085 (all nodes, warm standby)"
     assert json.dumps(b.warm) == "true"
 
 

@@ -94,7 +94,7 @@ class NeuronexBackend(ServiceBackend):
     def __init__(
         self,
         *,
-        url: str = "http://127.0.0.1:7000",
+        url: str = "http://127.0.0.1:8085",
         username: str = "admin",
         password: str = "0000",
         nodes: Sequence[str] | None = None,
@@ -119,7 +119,7 @@ class NeuronexBackend(ServiceBackend):
     @classmethod
     def from_config(cls, section: Section) -> Self:
         section.raw("backend")
-        url = section.get_str("url", "http://127.0.0.1:7000")
+        url = section.get_str("url", "http://127.0.0.1:8085")
         if not url.startswith(("http://", "https://")):
             raise section.error("url", f"{url!r} is not an http:// or https:// URL")
         username = section.get_str("username", "admin")

@@ -177,6 +177,8 @@ class _NodeBase:
     def effective_priority(self) -> int:
         if self._state in (State.FAULT, State.STOPPING) or self._maintenance:
             return 0
+        if self.config.warm and self._standby_ready is not True:
+            return 0  # a warm standby that cannot take over is not eligible
         return max(1, min(254, self.config.priority + self._probes.weight_adjustment()))
 
     @property

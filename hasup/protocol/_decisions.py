@@ -104,9 +104,9 @@ class _Decisions(_NodeBase):
             if failing_always:
                 self._fault(now, f"probe {failing_always} failed")
                 return
-            if self.config.warm and self._standby_ready is False:
-                # A standby that cannot take over is not eligible; a holder whose
-                # service died is demoted and the standby promoted.
+            if self.config.warm and self._standby_ready is False and self.holder and state == State.MASTER:
+                # The service died on the holder: demote it, the best ready standby is
+                # promoted. (A standby that is not ready is only ineligible: priority 0.)
                 detail = self._standby_detail
                 self._fault(now, f"standby not ready: {detail}" if detail else "standby not ready")
                 return

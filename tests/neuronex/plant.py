@@ -11,9 +11,12 @@ measure the warm-standby test and the benchmark share.
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import json
+import os
 import shutil
+import signal
 import sys
 import time
 from collections import defaultdict
@@ -31,7 +34,7 @@ __all__ = ["API_PORT", "Continuity", "NeuronexCluster", "Plant", "continuity", "
 
 MQTT_PORT = 1883
 MODBUS_PORT = 5020
-API_PORT = 7000
+API_PORT = 8085  # NeuronEX's port (Neuron 2.x: 7000), the one the recipe probes
 MOSQUITTO = "/usr/sbin/mosquitto"
 
 
@@ -185,7 +188,9 @@ class NeuronexCluster(HasupCluster):
         startup_delay: float = 5.0,
         advert_interval: str = "1s",
         poll_interval: str = "100ms",
+        fault_holddown: str = "5s",
     ) -> None:
+        self.fault_holddown = fault_holddown
         self.plant = plant
         self.mode = mode
         self.startup_delay = startup_delay
@@ -221,6 +226,8 @@ class NeuronexCluster(HasupCluster):
 
     def sections(self, node: Node) -> dict[str, dict[str, Any]]:
         sections = super().sections(node)
+        # one move per scenario: a faulted node does not come back (and fail back) within it
+        sections["group"]["fault_holddown"] = self.fault_holddown
         if self.mode == "warm":
             sections["service"] = {
                 "backend": "neuronex",
@@ -248,11 +255,34 @@ class NeuronexCluster(HasupCluster):
         super().start()
 
     def kill_neuronex(self, node: Node) -> list[int]:
-        """kill -9 of the NeuronEX process on ``node``."""
-        return node.kill_port(API_PORT)
+        """kill -9 of the NeuronEX process on ``node`` (also one still starting up)."""
+        return kill_standins(node)
 
     def service_pids(self, node: Node) -> list[int]:
-        return node.listening_pids(API_PORT)
+        return standin_pids(node)
 
     def kill_service(self, node: Node, *, before: Any = None) -> list[int]:
-        return node.kill_port(API_PORT, before=before)
+        return kill_standins(node, before=before)
+
+
+def standin_pids(node: Node) -> list[int]:
+    """The NeuronEX stand-ins running in ``node``'s namespace."""
+    pids = []
+    for pid in node.pids():
+        try:
+            cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
+        except OSError:
+            continue
+        if b"tests.neuronex.standin" in cmdline:
+            pids.append(pid)
+    return pids
+
+
+def kill_standins(node: Node, *, before: Any = None) -> list[int]:
+    pids = standin_pids(node)
+    if before is not None:
+        before()
+    for pid in pids:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
+    return pids

@@ -80,16 +80,23 @@ def test_a_standby_whose_process_is_down_is_not_eligible() -> None:
     c = warm_cluster()
     c.crash_process("b")
     c.advance(0.5)
-    assert c.states()["b"] == State.FAULT
+    assert c.states()["b"] == State.BACKUP
     assert c.node("b").effective_priority == 0
+    assert "standby_not_ready" in c.node("b").alarms
+    with pytest.raises(ValueError, match="not a live, eligible BACKUP"):
+        c.switchover("a", "b")
     # the holder dies too: nobody may be promoted (b cannot take over)
     c.crash_process("a")
     c.advance(3.0)
     assert c.masters() == []
+    assert c.states()["a"] == State.FAULT
     assert not [t for t, _ in actions(c, "b", Promote)]
-    # b's process comes back: after the fault hold-down it is promoted
+    # b's process comes back: b is promoted (nobody holds the service)
+    back = c.now
     c.restore_process("b")
-    c.run_until_true(lambda: c.masters() == ["b"], timeout=30)
+    c.run_until_true(lambda: c.masters() == ["b"], timeout=5)
+    assert "standby_not_ready" not in c.node("b").alarms
+    assert c.now - back < 2 * c.node("b").master_down_interval()
 
 
 def test_readiness_is_required_before_the_first_claim() -> None:
@@ -98,9 +105,10 @@ def test_readiness_is_required_before_the_first_claim() -> None:
     c.start()
     c.advance(2.0)
     assert c.masters() == []
-    assert c.states()["a"] == State.FAULT
+    assert c.states()["a"] == State.BACKUP
+    assert c.node("a").effective_priority == 0
     c.restore_process("a")
-    c.run_until_true(lambda: c.masters() == ["a"], timeout=30)
+    c.run_until_true(lambda: c.masters() == ["a"], timeout=5)
 
 
 def test_switchover_promotes_only_the_named_target_after_the_demotion() -> None:
@@ -209,3 +217,18 @@ def test_config_hash_separates_warm_and_cold_groups(warm: bool) -> None:
     base = CoreConfig(name="a", group=1, priority=100)
     other = CoreConfig(name="a", group=1, priority=100, warm=warm)
     assert (base.config_hash == other.config_hash) is (not warm)
+
+
+def test_a_standby_found_promoted_is_demoted_at_once() -> None:
+    """NeuronEX restores its nodes' running state after a restart: a standby whose copy
+    comes back promoted while another node is MASTER is demoted, nothing else moves."""
+    c = warm_cluster()
+    c.advance(0.5)
+    sim = c.sims["b"]
+    c._service_up(sim)  # b's service restarted with its nodes running
+    seen = c.now
+    c._input(sim, lambda n: n.service_status(ServiceStatus.RUNNING, c.now))
+    c.run_until_true(lambda: c.active_nodes() == ["a"], timeout=2)
+    demotes = [t for t, _ in actions(c, "b", Demote) if t >= seen]
+    assert demotes and demotes[0] == seen
+    assert c.masters() == ["a"] and c.states()["b"] == State.BACKUP
