@@ -59,7 +59,7 @@ def touch(path: str) -> None:
 
 
 async def test_not_ready_and_unconfirmed_demotion(tmp_path: Path) -> None:
-    b, state = backend(tmp_path, stop_timeout=0.3)
+    b, state = backend(tmp_path, stop_timeout=1.0)
     touch(str(state) + ".down")
     ready, detail = await b.readiness()
     assert not ready and "ready command exited with status 1" in detail
