@@ -269,6 +269,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--startup-delay", type=float, default=5.0, help="NeuronEX start-up (s)")
     p.add_argument("--timeout", type=float, default=60.0)
     p.add_argument("--json", help="write the raw results here")
+    p.add_argument("--workdir", help="keep every log under this directory")
     args = p.parse_args(argv)
     args.scenarios = [s for s in args.scenarios.split(",") if s]
     for what, why in (
@@ -287,7 +288,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     results: dict[str, dict[str, dict[str, Any]]] = {}
     for advert in args.adverts.split(","):
         for kind in args.systems.split(","):
-            with Testbed(3) as bed:
+            workdir = Path(args.workdir) / f"{kind}-{advert}" if args.workdir else None
+            with Testbed(3, workdir=workdir) as bed:
                 plant = Plant(bed.nodes[2], bed.workdir, period=args.period)
                 plant.start()
                 system: Any
