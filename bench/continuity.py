@@ -26,7 +26,10 @@ Scenarios, each from a fresh steady state (n1 publishing, n2 standby):
 * ``crash``: kill -9 of NeuronEX on n1;
 * ``failback``: after a node loss and n2 publishing, n1 boots again (its NeuronEX first,
   as its unit would; then the supervisor) and takes the service back;
-* ``switchover``: ``hasup switchover --to n2`` (the recipe has no planned move).
+* ``switchover``: ``hasup switchover --to n2`` (the recipe has no planned move);
+* ``crashrestart`` (warm only): a crash, then NeuronEX restarted on the old holder one
+  second later (systemd ``RestartSec=1``); it restores its nodes' running state, so it
+  collects until hasup demotes it: the window lasts until it is demoted and silent.
 
 Per scenario: samples lost and duplicated, the longest time with no publisher and the
 time with two publishers (at the recorder), and for hasup the new holder's handover
@@ -37,6 +40,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import statistics
 import subprocess
 import sys
 import time
@@ -61,7 +65,7 @@ from tests.neuronex.plant import (  # noqa: E402
     standin_pids,
 )
 
-SCENARIOS = ("nodeloss", "crash", "failback", "switchover")
+SCENARIOS = ("nodeloss", "crash", "crashrestart", "failback", "switchover")
 HASUP = ["env", f"PYTHONPATH={REPO_ROOT}", sys.executable, "-m", "hasup"]
 
 
@@ -152,6 +156,15 @@ def ledger_last(system: Any, node: Node) -> dict[str, Any] | None:
     return entries[-1] if entries else None
 
 
+def demoted_and_ready(system: NeuronexCluster, node: Node) -> bool:
+    status = system.status(node) or {}
+    return (
+        bool(node.listening_pids(API_PORT))
+        and status.get("service") == "stopped"
+        and "standby_not_ready" not in status.get("alarms", {"unknown": ""})
+    )
+
+
 def steady(system: Any, plant: Plant, timeout: float) -> None:
     n1 = system.master
     t = time.time()
@@ -172,6 +185,8 @@ def run_scenario(system: Any, plant: Plant, scenario: str, timeout: float) -> di
     steady(system, plant, timeout)
     if scenario == "switchover" and not isinstance(system, NeuronexCluster):
         return {"na": "the recipe has no planned move"}
+    if scenario == "crashrestart" and not (isinstance(system, NeuronexCluster) and system.mode == "warm"):
+        return {"na": "NeuronEX is started by the supervisor on a claim"}
     if scenario == "failback":
         power_off(system, n1)
         t = time.time()
@@ -182,7 +197,7 @@ def run_scenario(system: Any, plant: Plant, scenario: str, timeout: float) -> di
     if scenario == "nodeloss":
         power_off(system, n1)
         new = n2
-    elif scenario == "crash":
+    elif scenario in ("crash", "crashrestart"):
         system.kill_service(n1)
         new = n2
     elif scenario == "failback":
@@ -202,6 +217,13 @@ def run_scenario(system: Any, plant: Plant, scenario: str, timeout: float) -> di
     old = n2 if new is n1 else n1
     wait(publishing(plant, new.name, t0), timeout, f"{new.name} publishing")
     wait(quiet(plant, old.name, period), timeout, f"{old.name} silent")
+    if scenario == "crashrestart":
+        # systemd restarts NeuronEX on the old holder (RestartSec=1): it restores its
+        # nodes' running state, so it comes back collecting until hasup demotes it
+        wait(lambda: time.time() > t0 + 1.0, 5, "RestartSec")
+        system.start_standin(n1)
+        wait(lambda: demoted_and_ready(system, n1), timeout, "n1's NeuronEX up, demoted and ready")
+        wait(quiet(plant, n1.name, period), timeout, "n1 silent again")
     after = time.time()
     result = continuity(plant.samples(), before, after, period).as_dict()
     result["ledger"] = ledger_last(system, new)
@@ -221,20 +243,34 @@ def stop(system: Any) -> None:
         system.reset()
 
 
-def fmt(cell: dict[str, Any] | None) -> str:
-    if cell is None:
+def _median(values: list[float]) -> float:
+    return statistics.median(values) if values else float("nan")
+
+
+def fmt(runs: list[dict[str, Any]] | None) -> str:
+    """Medians over the runs, and the per-run losses and duplicates."""
+    if not runs:
         return "-"
-    if "na" in cell:
+    if any("na" in r for r in runs):
         return "n/a"
-    if "error" in cell:
+    ok = [r for r in runs if "error" not in r]
+    errors = len(runs) - len(ok)
+    if not ok:
         return "error"
-    return (
-        f"{cell['lost']} lost, {cell['duplicated']} dup; "
-        f"gap {cell['no_publisher_s']:.2f} s, two {cell['two_publishers_s']:.2f} s"
+    lost = [r["lost"] for r in ok]
+    dup = [r["duplicated"] for r in ok]
+    text = (
+        f"{_median(lost):g} lost, {_median(dup):g} dup; gap {_median([r['no_publisher_s'] for r in ok]):.2f} s, "
+        f"two {_median([r['two_publishers_s'] for r in ok]):.2f} s"
     )
+    if len(ok) > 1:
+        text += f" (lost {','.join(map(str, lost))}; dup {','.join(map(str, dup))})"
+    if errors:
+        text += f" ({errors} run(s) failed)"
+    return text
 
 
-def report(results: dict[str, dict[str, dict[str, Any]]], args: argparse.Namespace) -> str:
+def report(results: dict[str, dict[str, list[dict[str, Any]]]], args: argparse.Namespace) -> str:
     systems = list(results)
     lines = [
         "| scenario | " + " | ".join(systems) + " |",
@@ -244,17 +280,19 @@ def report(results: dict[str, dict[str, dict[str, Any]]], args: argparse.Namespa
         lines.append(f"| {scenario} | " + " | ".join(fmt(results[s].get(scenario)) for s in systems) + " |")
     ledger = []
     for system, cells in results.items():
-        for scenario, cell in cells.items():
-            entry = cell.get("ledger") if isinstance(cell, dict) else None
-            if entry:
+        for scenario, runs in cells.items():
+            entries = [r["ledger"] for r in runs if r.get("ledger")]
+            if entries:
+                moves = sorted({f"{e['previous']} → {e['holder']}" for e in entries})
                 ledger.append(
-                    f"| {system} | {scenario} | {entry['previous']} → {entry['holder']} (term {entry['term']}) | "
-                    f"{entry['no_holder']:.3f} | {entry['two_holders']:.3f} |"
+                    f"| {system} | {scenario} | {', '.join(moves)} | "
+                    f"{_median([e['no_holder'] for e in entries]):.3f} | "
+                    f"{_median([e['two_holders'] for e in entries]):.3f} |"
                 )
     out = "\n".join(lines)
     if ledger:
         out += (
-            "\n\nThe new holder's `hasup ledger` entry for each hasup move (its own measurement):\n\n"
+            "\n\nThe new holder's `hasup ledger` entry for each hasup move (its own measurement, medians):\n\n"
             "| system | scenario | move | no holder s | two holders s |\n|---|---|---|---|---|\n" + "\n".join(ledger)
         )
     return out
@@ -268,6 +306,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--period", type=float, default=1.0, help="poll period of the driver (s)")
     p.add_argument("--startup-delay", type=float, default=5.0, help="NeuronEX start-up (s)")
     p.add_argument("--timeout", type=float, default=60.0)
+    p.add_argument("--runs", type=int, default=1, help="runs per scenario (medians are printed)")
     p.add_argument("--json", help="write the raw results here")
     p.add_argument("--workdir", help="keep every log under this directory")
     args = p.parse_args(argv)
@@ -285,7 +324,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if keepalived_unavailable():
             print(keepalived_unavailable(), file=sys.stderr)
             return 2
-    results: dict[str, dict[str, dict[str, Any]]] = {}
+    results: dict[str, dict[str, list[dict[str, Any]]]] = {}
     for advert in args.adverts.split(","):
         for kind in args.systems.split(","):
             workdir = Path(args.workdir) / f"{kind}-{advert}" if args.workdir else None
@@ -308,15 +347,19 @@ def main(argv: Sequence[str] | None = None) -> int:
                 label = f"{system.label}" if kind != "keepalived" else f"keepalived {variant} ({advert})"
                 cells = results.setdefault(label, {})
                 for scenario in args.scenarios:
-                    log(f"{label}: {scenario}")
-                    try:
-                        cells[scenario] = run_scenario(system, plant, scenario, args.timeout)
-                    except (TimeoutError, RuntimeError, subprocess.SubprocessError) as exc:
-                        log(f"  {label} {scenario}: {exc}")
-                        cells[scenario] = {"error": str(exc)}
-                    finally:
-                        stop(system)
-                    log(f"  {json.dumps(cells[scenario])}")
+                    for run in range(args.runs):
+                        log(f"{label}: {scenario} #{run + 1}")
+                        try:
+                            cell = run_scenario(system, plant, scenario, args.timeout)
+                        except (TimeoutError, RuntimeError, subprocess.SubprocessError) as exc:
+                            log(f"  {label} {scenario}: {exc}")
+                            cell = {"error": str(exc)}
+                        finally:
+                            stop(system)
+                        cells.setdefault(scenario, []).append(cell)
+                        log(f"  {json.dumps(cell)}")
+                        if "na" in cell:
+                            break
     if args.json:
         Path(args.json).write_text(json.dumps(results, indent=2))
     print(report(results, args))
