@@ -122,6 +122,11 @@ async def _run(path: str, config: Config, *, leave_running: bool = False) -> int
     notifier = SystemdNotifier.from_environment()
     backend = config.make_backend()
     try:
+        await backend.preflight()  # e.g. credentials the service rejects: one line, exit 2
+    except ConfigError as exc:
+        await backend.aclose()
+        return _fail(str(exc))
+    try:
         with anyio.open_signal_receiver(signal.SIGTERM, signal.SIGINT, signal.SIGHUP) as signals:
             while True:
                 sup = Supervisor(config, backend=backend, notify_systemd=False)
@@ -456,8 +461,7 @@ def cmd_import_keepalived(args: argparse.Namespace) -> int:
     # imported here: the converter is large and `hasup run` never needs it
     from .keepalived_import import _cmd_import
 
-    result: int = _cmd_import(args)
-    return result
+    return int(_cmd_import(args))
 
 
 # --------------------------------------------------------------------------- keygen

@@ -174,3 +174,22 @@ def test_runs_under_trio_too() -> None:
         await b.aclose()
 
     anyio.run(main, backend="trio")
+
+
+async def test_preflight_turns_rejected_credentials_and_unknown_nodes_into_config_errors(tmp_path: Path) -> None:
+    fake = FakeNeuronex()
+    text = '[service]\nbackend = "neuronex"\nnodes = ["mqtt-1", "plc-9"]\n'
+    b = NeuronexBackend.from_config(_section(tmp_path, text))
+    b._transport = fake.transport()
+    with pytest.raises(ConfigError) as info:
+        await b.preflight()
+    assert str(info.value) == f"{tmp_path / 'hasup.toml'}: service.nodes: NeuronEX has no node 'plc-9' (line 3)"
+    await b.aclose()
+    wrong = backend(fake, password="wrong")
+    with pytest.raises(ConfigError, match=r"service\.password_file: NeuronEX rejected the credentials"):
+        await wrong.preflight()
+    await wrong.aclose()
+    fake.up = False  # not running yet: not a configuration mistake
+    down = backend(fake)
+    await down.preflight()
+    await down.aclose()

@@ -103,6 +103,12 @@ class ServiceBackend(AsyncResource):
         backends are always ready (the service is started on demand)."""
         return True, ""
 
+    async def preflight(self) -> None:
+        """At ``hasup run`` start-up: raise :class:`~hasup.ConfigError` for a mistake in
+        the configuration that only the service can reveal (e.g. credentials it
+        rejects), so that it is one line and exit 2, not a running node that can never
+        serve. Anything that may be transient (the service not up yet) must not raise."""
+
     async def check(self) -> list[str]:
         """Problems ``hasup check`` should report (empty when all is well)."""
         return []

@@ -35,14 +35,14 @@ What counts as what (docs/backends/neuronex.md):
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
 import anyio
 import httpx
 
-from .._errors import BackendError, BackendUnavailable, ServiceFailed
+from .._errors import BackendError, BackendUnavailable, ConfigError, ServiceFailed
 from ..protocol._enums import ServiceStatus
 from .base import ServiceBackend
 
@@ -115,6 +115,8 @@ class NeuronexBackend(ServiceBackend):
         self._transport = transport
         self._client: httpx.AsyncClient | None = None
         self._token: str | None = None
+        #: ``Section.error`` of the table it was built from (located config errors).
+        self._located: Callable[[str | None, str], ConfigError] | None = None
 
     @classmethod
     def from_config(cls, section: Section) -> Self:
@@ -149,7 +151,30 @@ class NeuronexBackend(ServiceBackend):
             poll_interval=section.get_duration("poll_interval", 0.2, min=0.01),
         )
         section.finish()
+        backend._located = section.error
         return backend
+
+    async def preflight(self) -> None:
+        """Wrong credentials and unknown node names are configuration mistakes: raised
+        as a located :class:`~hasup.ConfigError` when NeuronEX answers. NeuronEX not
+        running (yet) is not: the node is then only not ready until it answers."""
+        try:
+            await self._login()
+            await self._targets()
+            if self.nodes is not None:
+                await self._states(self.nodes)
+        except NeuronexError as exc:
+            if exc.code == ERR_INVALID_USER_OR_PASSWORD:
+                raise self._config_error("password_file", str(exc)) from None
+            if exc.code == ERR_NODE_NOT_EXIST:
+                raise self._config_error("nodes", str(exc)) from None
+        except BackendError:
+            pass
+
+    def _config_error(self, key: str, message: str) -> ConfigError:
+        if self._located is not None:
+            return self._located(key, message)
+        return ConfigError(message, key=f"service.{key}")
 
     def describe(self) -> str:
         which = ", ".join(self.nodes) if self.nodes is not None else "all nodes"
