@@ -118,7 +118,8 @@ class Continuity:
     duplicated: int
     #: longest time, at the recorder, between two consecutive samples, minus one period
     no_publisher: float
-    #: time during which two sources published (overlap of their publishing spans)
+    #: time during which two sources published (poll periods inside both one's and the
+    #: other's run of samples)
     two_publishers: float
     sources: dict[str, int]
 
@@ -148,23 +149,24 @@ def continuity(samples: Sequence[dict[str, Any]], since: float, until: float, pe
     duplicated = sum(len(v) - 1 for v in seen.values() if len(v) > 1)
     window = sorted((s for v in seen.values() for s in v), key=lambda s: float(s["rx"]))
     gaps = [float(b["rx"]) - float(a["rx"]) - period for a, b in itertools.pairwise(window)]
-    spans: dict[str, list[tuple[float, float]]] = defaultdict(list)
-    for s in window:  # contiguous runs of each source (a gap of > 1.5 periods ends a run)
-        runs = spans[s["source"]]
-        rx = float(s["rx"])
-        if runs and rx - runs[-1][1] <= 1.5 * period:
-            runs[-1] = (runs[-1][0], rx)
+    # Each source publishes one sample per poll period while it runs: its runs, in
+    # poll periods (counter values), are the periods it was publishing. Two publishers =
+    # the periods inside a run of two sources at once (poll resolution: receive-time
+    # jitter of a few ms between two adjacent samples is not an overlap).
+    runs: dict[str, list[list[int]]] = defaultdict(list)
+    for s in sorted(window, key=lambda s: int(s["value"])):
+        tick = int(s["value"])
+        own = runs[str(s["source"])]
+        if own and tick - own[-1][1] <= 2:
+            own[-1][1] = tick
         else:
-            runs.append((rx, rx))
-    both = 0.0
-    names = sorted(spans)
-    for i, a in enumerate(names):
-        for b in names[i + 1 :]:
-            for a0, a1 in spans[a]:
-                for b0, b1 in spans[b]:
-                    # a run covers its samples' periods: [first - period/2, last + period/2]
-                    lo, hi = max(a0, b0) - period / 2, min(a1, b1) + period / 2
-                    both += max(0.0, hi - lo) if min(a1, b1) >= max(a0, b0) - period else 0.0
+            own.append([tick, tick])
+    covered: dict[int, int] = defaultdict(int)
+    for own in runs.values():
+        for first, last in own:
+            for tick in range(first, last + 1):
+                covered[tick] += 1
+    both = float(sum(period for n in covered.values() if n >= 2))
     sources: dict[str, int] = defaultdict(int)
     for s in window:
         sources[str(s["source"])] += 1
