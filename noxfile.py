@@ -42,6 +42,7 @@ def bench(session: nox.Session) -> None:
     session.run("python", "bench/sim_heartbeat.py")
     session.run("python", "bench/supervisor_failover.py")
     session.run("python", "bench/failover.py", "--runs", "5")
+    session.run("python", "bench/continuity.py", "--runs", "3")
 
 
 @nox.session

@@ -17,7 +17,9 @@ import anyio
 
 from ._addr import format_address
 from ._errors import ConfigError, HasupError
+from ._ledger import add_ledger_parser, describe_handover
 from ._listen import check_listeners, new_listeners
+from ._logsetup import setup_logging as _setup_logging
 from ._rlimit import raise_nofile
 from ._strictmodes import check_run_files
 from ._version import __version__
@@ -38,58 +40,7 @@ DEFAULT_CONFIG = "/etc/hasup/hasup.toml"
 #: `hasup status` exit codes (docs/cli.md): monitoring can alert on them
 STATUS_OK, STATUS_UNREACHABLE, STATUS_FAULT, STATUS_ALARM = 0, 1, 3, 4
 
-#: syslog priorities of sd-daemon(3) prefixes, for stderr captured by journald
-_JOURNAL_PRIORITY = {logging.DEBUG: "<7>", logging.INFO: "<6>", logging.WARNING: "<4>", logging.ERROR: "<3>"}
-
 log = logging.getLogger("hasup")
-
-
-class _JsonFormatter(logging.Formatter):
-    def format(self, record: logging.LogRecord) -> str:
-        doc: dict[str, Any] = {
-            "ts": round(record.created, 6),
-            "level": record.levelname.lower(),
-            "logger": record.name,
-            "msg": record.getMessage(),
-        }
-        if record.exc_info:
-            doc["exc"] = self.formatException(record.exc_info)
-        return json.dumps(doc)
-
-
-class _JournalFormatter(logging.Formatter):
-    """``<priority>message``: journald takes the level from the prefix (sd-daemon(3))
-    and adds its own timestamps."""
-
-    def format(self, record: logging.LogRecord) -> str:
-        prefix = _JOURNAL_PRIORITY.get(record.levelno, "<2>" if record.levelno > logging.ERROR else "<6>")
-        return prefix + super().format(record).replace("\n", "\n" + prefix)
-
-
-def _stderr_is_journal() -> bool:
-    """True when stderr is the stream systemd connected to journald (``JOURNAL_STREAM``
-    holds its ``device:inode``; a redirected stderr does not match)."""
-    value = os.environ.get("JOURNAL_STREAM", "")
-    dev, _, ino = value.partition(":")
-    try:
-        st = os.fstat(sys.stderr.fileno())
-        return (st.st_dev, st.st_ino) == (int(dev), int(ino))
-    except (ValueError, OSError, AttributeError):
-        return False
-
-
-def _setup_logging(level: str, fmt: str) -> None:
-    handler = logging.StreamHandler(sys.stderr)
-    if fmt == "json":
-        handler.setFormatter(_JsonFormatter())
-    elif _stderr_is_journal():
-        handler.setFormatter(_JournalFormatter("%(message)s"))
-    else:
-        handler.setFormatter(logging.Formatter("%(asctime)s.%(msecs)03d %(levelname)s %(message)s", "%H:%M:%S"))
-    root = logging.getLogger()
-    root.handlers[:] = [handler]
-    root.setLevel(level.upper())
-    logging.getLogger("httpx").setLevel(logging.WARNING)
 
 
 def _fail(message: str, code: int = 2) -> int:
@@ -121,6 +72,11 @@ async def _run(path: str, config: Config, *, leave_running: bool = False) -> int
     exit_code = 0
     notifier = SystemdNotifier.from_environment()
     backend = config.make_backend()
+    try:
+        await backend.preflight()  # e.g. credentials the service rejects: one line, exit 2
+    except ConfigError as exc:
+        await backend.aclose()
+        return _fail(str(exc))
     try:
         with anyio.open_signal_receiver(signal.SIGTERM, signal.SIGINT, signal.SIGHUP) as signals:
             while True:
@@ -335,6 +291,10 @@ def cmd_status(args: argparse.Namespace) -> int:
         print(f"  witness {w['address']}: {state}, vote {w['vote']} (holder {w['holder'] or 'nobody'})")
     for kind, detail in doc.get("alarms", {}).items():
         print(f"  ALARM {kind}: {detail}")
+    handovers = doc.get("handovers") or []
+    if handovers:
+        last = handovers[-1]
+        print(f"  last handover: {describe_handover(last)} (hasup ledger)")
     return code
 
 
@@ -456,8 +416,7 @@ def cmd_import_keepalived(args: argparse.Namespace) -> int:
     # imported here: the converter is large and `hasup run` never needs it
     from .keepalived_import import _cmd_import
 
-    result: int = _cmd_import(args)
-    return result
+    return int(_cmd_import(args))
 
 
 # --------------------------------------------------------------------------- keygen
@@ -516,6 +475,8 @@ def build_parser() -> argparse.ArgumentParser:
     group.add_argument("--url", help="ask this status endpoint instead of the one -c names")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_status)
+
+    add_ledger_parser(sub, _config_arg)  # the command lives in _ledger
 
     p = sub.add_parser("switchover", help="move the service from this MASTER to a peer (release handshake)")
     _config_arg(p)

@@ -20,6 +20,7 @@ from ._errors import BackendError
 from ._events import EventHub, SupervisorEvent
 from ._hooks import HookEvent, HookRunner
 from ._leadership import LeaderLink
+from ._ledger import Ledger
 from ._metrics import SupervisorMetrics
 from ._syncrunner import SyncRunner
 from ._vip import VipManager
@@ -31,7 +32,10 @@ from .protocol import (
     AnnounceVips,
     Campaign,
     ConfigWarning,
+    Demote,
+    Handover,
     Notify,
+    Promote,
     PullData,
     RemoveVips,
     Resign,
@@ -69,6 +73,7 @@ class Executor:
         leadership: LeaderLink | None = None,
         sync: SyncRunner | None = None,
         vips: VipManager | None = None,
+        ledger: Ledger | None = None,
     ) -> None:
         self._driver = driver
         self._backend = backend
@@ -80,6 +85,7 @@ class Executor:
         self._leadership = leadership
         self._sync = sync
         self._vips = vips
+        self._ledger = ledger
         self._claimed_at: float | None = None
 
     async def run(self) -> None:
@@ -112,6 +118,21 @@ class Executor:
             await self._on_vips(action)
         elif isinstance(action, ConfigWarning):
             log.warning("%s", action.detail)
+        elif isinstance(action, Handover):
+            self._on_handover(action)
+
+    def _on_handover(self, action: Handover) -> None:
+        log.info(
+            "handover: %s -> %s (term %d), %.3f s without a holder, %.3f s with two",
+            action.previous or "-",
+            action.holder,
+            action.term,
+            action.no_holder,
+            action.two_holders,
+        )
+        self._metrics.handover(action.no_holder, action.two_holders)
+        if self._ledger is not None:
+            self._ledger.record(action)
 
     async def _on_vips(self, action: AddVips | RemoveVips | AnnounceVips) -> None:
         assert self._vips is not None
@@ -132,7 +153,9 @@ class Executor:
         self, action: StartService | StopService, call: Callable[[], Awaitable[None]], limit: float
     ) -> None:
         verb = "start" if isinstance(action, StartService) else "stop"
-        log.info("%s service: %s", verb, action.reason)
+        # warm standby: the same contract, but the service keeps running on both sides
+        word = {"start": "promote", "stop": "demote"}[verb] if isinstance(action, Promote | Demote) else verb
+        log.info("%s service: %s", word, action.reason)
         began = anyio.current_time()
         ok, detail = True, ""
         try:
@@ -147,9 +170,10 @@ class Executor:
         self._metrics.backend_call(verb, ok, elapsed)
         self._driver.count(f"backend_{verb}_{'ok' if ok else 'failed'}")
         if ok:
-            log.info("service %s in %.3f s", "started" if verb == "start" else "stopped", elapsed)
+            done = {"start": "started", "stop": "stopped", "promote": "promoted", "demote": "demoted"}[word]
+            log.info("service %s in %.3f s", done, elapsed)
         else:
-            log.error("service %s failed after %.3f s: %s", verb, elapsed, detail)
+            log.error("service %s failed after %.3f s: %s", word, elapsed, detail)
         await self._driver.input(lambda n, now: n.action_result(action, ok, now, detail))
 
     def _on_notify(self, action: Notify) -> None:

@@ -16,7 +16,7 @@ from .backends import ServiceBackend
 from .probes import Probe
 from .protocol import ServiceStatus
 
-__all__ = ["probe_loop", "track_links", "watch_service"]
+__all__ = ["probe_loop", "track_links", "watch_readiness", "watch_service"]
 
 log = logging.getLogger("hasup")
 
@@ -52,6 +52,25 @@ async def _observed(driver: Driver, backend: ServiceBackend, status: ServiceStat
     if status is not node.service:
         log.info("service is %s", status.value)
         await driver.input(lambda n, now: n.service_status(status, now))
+
+
+async def watch_readiness(driver: Driver, backend: ServiceBackend) -> None:
+    """Warm standby: feed whether this node's standby could take over
+    (``Node.standby_ready``), every ``poll_interval`` of the backend."""
+    last: tuple[bool, str] | None = None
+    while True:
+        try:
+            ready, detail = await backend.readiness()
+        except BackendError as exc:
+            ready, detail = False, str(exc)
+        if (ready, detail) != last:
+            if ready:
+                log.info("standby ready")
+            else:
+                log.error("standby not ready: %s", detail)
+            last = (ready, detail)
+            await driver.input(lambda n, now: n.standby_ready(ready, now, detail))  # noqa: B023 - runs at once
+        await anyio.sleep(backend.poll_interval)
 
 
 async def probe_loop(driver: Driver, probe: Probe, metrics: SupervisorMetrics) -> None:

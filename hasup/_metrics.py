@@ -50,13 +50,15 @@ class _Counter:
 class _Histogram:
     """A labelled histogram with fixed buckets (``_bucket``, ``_sum``, ``_count``)."""
 
-    def __init__(self, name: str, documentation: str, labels: tuple[str, ...]) -> None:
-        self.name, self.documentation, self.labels = name, documentation, labels
+    def __init__(
+        self, name: str, documentation: str, labels: tuple[str, ...], *, buckets: tuple[float, ...] = _LATENCY
+    ) -> None:
+        self.name, self.documentation, self.labels, self.buckets = name, documentation, labels, buckets
         self.values: dict[tuple[str, ...], tuple[list[int], list[float]]] = {}
 
     def observe(self, value: float, *labels: str) -> None:
-        counts, total = self.values.setdefault(labels, ([0] * (len(_LATENCY) + 1), [0.0]))
-        counts[bisect.bisect_left(_LATENCY, value)] += 1
+        counts, total = self.values.setdefault(labels, ([0] * (len(self.buckets) + 1), [0.0]))
+        counts[bisect.bisect_left(self.buckets, value)] += 1
         total[0] += value
 
     def family(self) -> Metric:
@@ -65,7 +67,7 @@ class _Histogram:
         family = HistogramMetricFamily(self.name, self.documentation, labels=self.labels)
         for labels, (counts, total) in self.values.items():
             cumulative, buckets = 0, []
-            for bound, count in zip([*(f"{b:g}" for b in _LATENCY), "+Inf"], counts, strict=True):
+            for bound, count in zip([*(f"{b:g}" for b in self.buckets), "+Inf"], counts, strict=True):
                 cumulative += count
                 buckets.append((bound, cumulative))
             family.add_metric(list(labels), buckets, total[0])
@@ -103,12 +105,27 @@ class SupervisorMetrics:
             self.probe_results,
             self.backend_seconds,
         )
+        self.handovers = _Counter(
+            "hasup_handovers", "Changes of holder seen by this node (the handover ledger)", ("node",)
+        )
+        self.handover_windows = _Histogram(
+            "hasup_handover_window_seconds",
+            "Per handover: time with no holder and with two holders, as seen by this node",
+            ("node", "window"),
+            buckets=(0.0, *_LATENCY),
+        )
+        self._recorded += (self.handovers, self.handover_windows)
 
     def transition(self, previous: State, state: State) -> None:
         self.transitions.inc(self._node, previous.name, state.name)
 
     def failover(self, seconds: float) -> None:
         self.failovers.observe(seconds, self._node)
+
+    def handover(self, no_holder: float, two_holders: float) -> None:
+        self.handovers.inc(self._node)
+        self.handover_windows.observe(no_holder, self._node, "no_holder")
+        self.handover_windows.observe(two_holders, self._node, "two_holders")
 
     def probe(self, name: str, ok: bool, seconds: float) -> None:
         self.probe_seconds.observe(seconds, self._node, name)

@@ -21,7 +21,7 @@ from ._hooks import NotifyHook, parse_hooks
 from ._section import Section, Source
 from ._strictmodes import secret_problem
 from ._vipconfig import VipSettings, parse_vips
-from .backends import ServiceBackend, load_backend_class
+from .backends import WARM_BACKENDS, ServiceBackend, load_backend_class
 from .probes import Probe, ProbeOptions, load_probe_class
 from .protocol import Address, CoreConfig, KeyRing, PeerSpec
 from .protocol._witness import DEFAULT_WITNESS_PORT, WITNESS_LABEL
@@ -126,6 +126,7 @@ class Config:
             witness=self.group.witness,
             witness_keys=self.group.witness_keys,
             witness_lease=self.group.witness_lease,
+            warm=self.backend_kind in WARM_BACKENDS,
             probes=tuple(p.options.spec() for p in self.probes),
         )
 

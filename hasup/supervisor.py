@@ -31,8 +31,9 @@ from ._driver import Driver
 from ._errors import BackendError, ConfigError, HasupError
 from ._events import EventHub, SupervisorEvent
 from ._executor import Executor, Timeouts
-from ._feeds import probe_loop, track_links, watch_service
+from ._feeds import probe_loop, track_links, watch_readiness, watch_service
 from ._hooks import HookRunner
+from ._ledger import Ledger
 from ._metrics import SupervisorMetrics
 from ._notify import SystemdNotifier
 from ._statefile import StateFile
@@ -111,6 +112,7 @@ class Supervisor:
                 state_dir=config.node.state_dir,
                 peer_hosts=[peer.address[0] for peer in config.group.peers],
             )
+        self.ledger = Ledger(config.node.state_dir, config.node.name)
         self._executor = Executor(
             self._driver,
             self.backend,
@@ -122,6 +124,7 @@ class Supervisor:
             leadership=self._leadership,
             sync=self._sync,
             vips=self._vips,
+            ledger=self.ledger,
         )
         self._stack: AsyncExitStack | None = None
         self._stopped = anyio.Event()
@@ -196,6 +199,7 @@ class Supervisor:
             data["sync"] = self._sync.status()
         if self._vips is not None:
             data["vips"] = self._vips.status()
+        data["handovers"] = self.ledger.recent(10)
         data["statistics"] = self.statistics()
         data.pop("counters", None)
         return data
@@ -289,6 +293,8 @@ class Supervisor:
                 await driver.start(core, epoch, persisted, initial)
                 tg.start_soon(driver.receiver)
                 tg.start_soon(watch_service, driver, self.backend)
+                if self.backend.warm:
+                    tg.start_soon(watch_readiness, driver, self.backend)
                 tg.start_soon(self._hook_runner.run)
                 tg.start_soon(self._events.run_hooks)
                 if self._leadership is not None:
@@ -385,6 +391,8 @@ class Supervisor:
     async def _resolved_core_config(self) -> CoreConfig:
         """Resolve peer host names once, so that datagram sources match them."""
         core = self.config.core_config()
+        if self.backend.warm != core.warm:
+            core = attrs.evolve(core, warm=self.backend.warm)  # an embedder's own backend object
         if self.coordinator is not None:
             core = attrs.evolve(core, coordinator_timeout=self.coordinator.request_timeout)
         peers = []

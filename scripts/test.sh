@@ -9,7 +9,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-packages=(python3-venv binutils docker.io busybox-static mmdebstrap docker-compose systemd dbus util-linux bsdutils iproute2 iptables keepalived curl psmisc procps)
+packages=(python3-venv binutils docker.io busybox-static mmdebstrap docker-compose systemd dbus util-linux bsdutils iproute2 iptables keepalived curl psmisc procps mosquitto)
 if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
     missing=()
     for p in "${packages[@]}"; do
@@ -23,6 +23,8 @@ if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
         # keepalived is only a benchmark reference: never let the package's own unit run.
         systemctl disable --now keepalived >/dev/null 2>&1 || true
         pkill -x keepalived 2>/dev/null || true
+        # mosquitto is started by the warm-standby tests on a namespace address only.
+        systemctl disable --now mosquitto >/dev/null 2>&1 || true
     fi
 fi
 

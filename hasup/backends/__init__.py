@@ -11,7 +11,7 @@ import importlib
 from .._errors import ConfigError
 from .base import ServiceBackend, ServiceStatus
 
-__all__ = ["BACKENDS", "ServiceBackend", "ServiceStatus", "load_backend_class"]
+__all__ = ["BACKENDS", "WARM_BACKENDS", "ServiceBackend", "ServiceStatus", "load_backend_class"]
 
 #: name → (module, class, pip extra or None)
 BACKENDS: dict[str, tuple[str, str, str | None]] = {
@@ -19,8 +19,13 @@ BACKENDS: dict[str, tuple[str, str, str | None]] = {
     "callback": ("hasup.backends.callback", "CallbackBackend", None),
     "systemd": ("hasup.backends.systemd", "SystemdBackend", "systemd"),
     "docker": ("hasup.backends.docker", "DockerBackend", "docker"),
+    "warm": ("hasup.backends.warm", "WarmCommandBackend", None),
+    "neuronex": ("hasup.backends.neuronex", "NeuronexBackend", None),
     "mock": ("hasup.testing", "MockBackend", None),
 }
+
+#: The warm standby backends (the core runs in warm mode: promote/demote).
+WARM_BACKENDS = frozenset({"warm", "neuronex"})
 
 
 def load_backend_class(name: str) -> type[ServiceBackend]:

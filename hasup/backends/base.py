@@ -41,6 +41,12 @@ class ServiceBackend(AsyncResource):
 
     #: The ``[service] backend = "..."`` name.
     kind: ClassVar[str] = ""
+    #: Warm standby backend: the service runs on every node, :meth:`start` *promotes*
+    #: this node's copy (makes it the active one) and :meth:`stop` *demotes* it (it
+    #: keeps running as a standby). :meth:`status` then reports the promotion
+    #: (RUNNING = promoted, STOPPED = standby or not running at all) and
+    #: :meth:`readiness` whether the standby could take over.
+    warm: ClassVar[bool] = False
     #: Poll period of the default :meth:`watch`.
     poll_interval: float = 1.0
     #: How long :meth:`start` may take before it counts as failed (the supervisor's
@@ -90,6 +96,18 @@ class ServiceBackend(AsyncResource):
         probes (Docker overrides this with the container's HEALTHCHECK status)."""
         status = await self.status()
         return status is ServiceStatus.RUNNING, status.value
+
+    async def readiness(self) -> tuple[bool, str]:
+        """Warm backends: whether the service process is up and able to take over
+        (``(False, reason)`` otherwise). A node is eligible only while ready. Cold
+        backends are always ready (the service is started on demand)."""
+        return True, ""
+
+    async def preflight(self) -> None:
+        """At ``hasup run`` start-up: raise :class:`~hasup.ConfigError` for a mistake in
+        the configuration that only the service can reveal (e.g. credentials it
+        rejects), so that it is one line and exit 2, not a running node that can never
+        serve. Anything that may be transient (the service not up yet) must not raise."""
 
     async def check(self) -> list[str]:
         """Problems ``hasup check`` should report (empty when all is well)."""

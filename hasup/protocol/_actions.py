@@ -15,9 +15,12 @@ __all__ = [
     "AnnounceVips",
     "Campaign",
     "ConfigWarning",
+    "Demote",
+    "Handover",
     "Notify",
     "Persist",
     "PersistentState",
+    "Promote",
     "PullData",
     "RemoveVips",
     "Resign",
@@ -57,6 +60,39 @@ class StopService:
     """Stop the service (kill after stop_timeout); report with ``Node.action_result``."""
 
     reason: str
+
+
+@attrs.frozen
+class Promote(StartService):
+    """Warm standby (``CoreConfig.warm``): make this node's already running service the
+    active copy. It replaces :class:`StartService` in warm mode and follows the same
+    rules (the release handshake, the fencing ``term``), so everything said of a start
+    holds for a promotion; report with ``Node.action_result``."""
+
+
+@attrs.frozen
+class Demote(StopService):
+    """Warm standby: make the service a standby again (it keeps running, inactive).
+    Replaces :class:`StopService`; a demotion that cannot be confirmed is a failed stop
+    (FAULT, no promotion elsewhere)."""
+
+
+@attrs.frozen
+class Handover:
+    """A change of holder as seen by this node (for the handover ledger).
+
+    ``holder`` took the service with ``term`` from ``previous`` (``None``: no holder
+    known before). ``no_holder`` is how long, in seconds, no node was seen holding the
+    service between the two tenures, ``two_holders`` how long more than one was (both
+    measured from this node's inputs: confirmed starts/stops, promotions/demotions and
+    peers' heartbeats; a silent peer counts until its last heartbeat). Emitted once the
+    move has settled (one holder left)."""
+
+    term: int
+    previous: str | None
+    holder: str
+    no_holder: float
+    two_holders: float
 
 
 @attrs.frozen
@@ -181,4 +217,5 @@ Action = (
     | RemoveVips
     | AnnounceVips
     | ConfigWarning
+    | Handover
 )

@@ -85,6 +85,10 @@ class CoreConfig:
     witness_keys: KeyRing | None = None
     #: Vote lease asked of the witness; 0: ``4 * advert_interval``.
     witness_lease: float = 0.0
+    #: Warm standby: the service runs on every node; the core emits ``Promote``/``Demote``
+    #: instead of ``StartService``/``StopService`` and a node is eligible only while its
+    #: standby reports ready (``Node.standby_ready``).
+    warm: bool = False
 
     @property
     def group_size(self) -> int:
@@ -113,4 +117,6 @@ class CoreConfig:
     def config_hash(self) -> int:
         """Hash of the settings every member must share (reported on mismatch)."""
         text = f"v1|{self.group}|{self.advert_ms}|{self.quorum_required}|{self.group_size}"
+        if self.warm:
+            text += "|warm"  # a group must not mix warm and cold members
         return zlib.crc32(text.encode())

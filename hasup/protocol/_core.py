@@ -11,9 +11,11 @@ from collections import Counter, deque
 from ._actions import (
     Action,
     Alarm,
+    Demote,
     Notify,
     Persist,
     PersistentState,
+    Promote,
     RemoveVips,
     StartService,
     StopService,
@@ -21,6 +23,7 @@ from ._actions import (
 )
 from ._config import Address, CoreConfig
 from ._enums import ServiceStatus, State
+from ._handover import HandoverTracker
 from ._peers import PeerView, down_interval
 from ._probes import ProbeTracker
 from ._states import Event, transition
@@ -141,6 +144,10 @@ class _NodeBase:
         self._has_quorum = False  # as of the last decision round
         self._claim_seq = 0
         self._next_claim_query = INF
+        #: Warm standby readiness (``Node.standby_ready``): unknown until first reported.
+        self._standby_ready: bool | None = None
+        self._standby_detail = ""
+        self._handover = HandoverTracker(now)
         self._persist(now)
         self._update(now)
 
@@ -184,6 +191,8 @@ class _NodeBase:
     def effective_priority(self) -> int:
         if self._state in (State.FAULT, State.STOPPING) or self._maintenance:
             return 0
+        if self.config.warm and self._standby_ready is not True:
+            return 0  # a warm standby that cannot take over is not eligible
         return max(1, min(254, self.config.priority + self._probes.weight_adjustment()))
 
     @property
@@ -323,7 +332,7 @@ class _NodeBase:
             # the follower must have stopped writing before the service starts
             self._sync_role = SyncRole("idle")
             self._actions.append(self._sync_role)
-        action = StartService(self._term, reason)
+        action = Promote(self._term, reason) if self.config.warm else StartService(self._term, reason)
         self._pending = action
         self._actions.append(action)
         self._changed(now)  # we are a holder from now on
@@ -332,7 +341,7 @@ class _NodeBase:
         if isinstance(self._pending, StopService):
             return
         self._remove_vips(reason)  # clients must not reach a service that is stopping
-        action = StopService(reason)
+        action = Demote(reason) if self.config.warm else StopService(reason)
         self._pending = action
         self._actions.append(action)
 

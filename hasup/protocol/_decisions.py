@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from ._actions import AnnounceVips, Notify
+from ._actions import AnnounceVips, Notify, StopService
 from ._core import _RESIGNING, INF, NAME_CLASH_CLEAR
 from ._enums import ServiceStatus, State
 from ._peers import PeerView
@@ -23,6 +23,7 @@ class _Decisions(_Voting):
             if (self._state, self._pending, self.holder) == before:
                 break
         self._assign(now)
+        self._observe_holders(now)
         if self._name_clash_at is not None and now - self._name_clash_at >= NAME_CLASH_CLEAR:
             # cleared lazily: _update runs at least once per advert
             self._name_clash_at = None
@@ -36,6 +37,38 @@ class _Decisions(_Voting):
 
     def _assign(self, now: float) -> None:  # implemented by _Assignments
         raise NotImplementedError
+
+    def _observe_holders(self, now: float) -> None:
+        """Feed the handover ledger: who holds the service in this node's view."""
+        active: set[str] = set()
+        serving: set[str] = set()
+        ended: dict[str, float] = {}
+        if self.holder and not (self._state == State.INIT and self._service is ServiceStatus.UNKNOWN):
+            active.add(self.config.name)
+            if self._service is ServiceStatus.RUNNING or isinstance(self._pending, StopService):
+                serving.add(self.config.name)
+        master: tuple[str, int] | None = None
+        if self._state == State.MASTER and self._service is ServiceStatus.RUNNING and self._pending is None:
+            master = (self.config.name, self._term)
+        for peer in self._peers.values():
+            if peer.name is None or peer.last is None or not peer.active:
+                continue
+            if not peer.live(now):
+                if peer.last_rx is not None:
+                    ended[peer.name] = peer.last_rx  # went silent: held until last heard
+                continue
+            active.add(peer.name)
+            if peer.last.state != State.CLAIMING:  # a claimer is still starting
+                serving.add(peer.name)
+            if master is None and peer.last.state == State.MASTER:
+                master = (peer.name, peer.last.term)
+        move = self._handover.observe(now, active, serving, ended, master)
+        if move is not None:
+            self._actions.append(move)
+
+    def _standby_ok(self) -> bool:
+        """Warm mode: this node's standby reported ready (always true in cold mode)."""
+        return not self.config.warm or self._standby_ready is True
 
     def _decide(self, now: float) -> None:
         cfg = self.config
@@ -59,7 +92,7 @@ class _Decisions(_Voting):
             self._no_quorum_since = None
         elif self._no_quorum_since is None:
             self._no_quorum_since = now
-        healthy = self._probes.always_ok() and self._link_up
+        healthy = self._probes.always_ok() and self._link_up and self._standby_ok()
         state = self._state
 
         if state == State.STOPPING:
@@ -80,6 +113,12 @@ class _Decisions(_Voting):
             failing_always = self._probes.always_failing()
             if failing_always:
                 self._fault(now, f"probe {failing_always} failed")
+                return
+            if self.config.warm and self._standby_ready is False and self.holder and state == State.MASTER:
+                # The service died on the holder: demote it, the best ready standby is
+                # promoted. (A standby that is not ready is only ineligible: priority 0.)
+                detail = self._standby_detail
+                self._fault(now, f"standby not ready: {detail}" if detail else "standby not ready")
                 return
             if (
                 self.holder

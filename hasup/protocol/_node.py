@@ -133,6 +133,23 @@ class Node(_Assignments):
             return True
         return self._serving() and now >= self._service_since + spec.start_period
 
+    def standby_ready(self, ready: bool, now: float, detail: str = "") -> None:
+        """Warm standby (``CoreConfig.warm``): whether this node's service process is up
+        and able to take over (its readiness check passes). A node is eligible only
+        while ready (effective priority 0 and the ``standby_not_ready`` alarm
+        otherwise); a MASTER that stops being ready faults and is demoted, so the best
+        ready standby is promoted."""
+        if ready == self._standby_ready and (ready or detail == self._standby_detail):
+            return
+        self._standby_ready = ready
+        self._standby_detail = "" if ready else detail
+        if ready:
+            self._clear_alarm("standby_not_ready")
+        else:
+            self._alarm("standby_not_ready", detail or "the standby cannot take over")
+        self._changed(now)  # the effective priority changed
+        self._update(now)
+
     def service_status(self, status: ServiceStatus, now: float) -> None:
         """What the backend observed (initial status, or a pushed change)."""
         if status is self._service:

@@ -23,6 +23,7 @@ from ..protocol import (
     Campaign,
     ConfigWarning,
     CoreConfig,
+    Handover,
     KeyRing,
     Node,
     Notify,
@@ -158,6 +159,8 @@ class NodeCluster(VirtualClock, ClusterView):
             sim,
             lambda n: n.service_status(ServiceStatus.RUNNING if sim.running else ServiceStatus.STOPPED, self.now),
         )
+        if sim.config.warm:
+            self._input(sim, lambda n: n.standby_ready(sim.process_up, self.now, "" if sim.process_up else "down"))
         for fake in self._fakes():
             fake.node_up(sim.name, sim.boots)
 
@@ -195,6 +198,25 @@ class NodeCluster(VirtualClock, ClusterView):
         self._service_down(sim)
         self._log(sim, "service-crash")
         self._input(sim, lambda n: n.service_status(ServiceStatus.FAILED, self.now))
+
+    def crash_process(self, name: str) -> None:
+        """Warm standby: the service process dies (promoted or not). Its readiness check
+        fails at once; a promoted copy is reported FAILED as well."""
+        sim = self.sims[name]
+        sim.process_up = False
+        was_active = sim.running
+        self._service_down(sim)
+        self._log(sim, "process-crash")
+        if was_active:
+            self._input(sim, lambda n: n.service_status(ServiceStatus.FAILED, self.now))
+        self._input(sim, lambda n: n.standby_ready(False, self.now, "process down"))
+
+    def restore_process(self, name: str) -> None:
+        """Warm standby: the service process is back (as a standby) and ready."""
+        sim = self.sims[name]
+        sim.process_up = True
+        self._log(sim, "process-up")
+        self._input(sim, lambda n: n.standby_ready(True, self.now))
 
     def probe(self, name: str, probe: str, ok: bool) -> None:
         self._input(self.sims[name], lambda n: n.probe_result(probe, ok, self.now))
@@ -374,13 +396,15 @@ class NodeCluster(VirtualClock, ClusterView):
             self._log(sim, "notify", action.reason, action.state, action.previous)
         elif isinstance(action, Persist):
             sim.persisted = action.state
+        elif isinstance(action, Handover):
+            self._log(sim, "handover", f"{action.previous}->{action.holder} term {action.term}")
         elif isinstance(action, Alarm):
             self._log(sim, "alarm", f"{action.kind}: {action.detail}" if action.active else f"{action.kind} cleared")
         elif isinstance(action, StartService):
             begin = max(self.now, sim.busy_until)
             sim.busy_until = begin + self.start_time
             self._log(sim, "start", action.reason)
-            ok = sim.start_ok
+            ok = sim.start_ok and (sim.process_up or not sim.config.warm)
 
             def begin_start() -> None:
                 if sim.node is node and ok:

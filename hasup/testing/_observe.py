@@ -48,6 +48,9 @@ class SimNode:
     boots: int = 0
     start_ok: bool = True
     stop_ok: bool = True
+    #: Warm standby: the service process is up (it runs on every node; the service is
+    #: "active" only while promoted).
+    process_up: bool = True
 
 
 class ClusterView:
