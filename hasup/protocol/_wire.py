@@ -38,6 +38,9 @@ VERSION = 1
 TAG_LEN = 32
 MAX_NAME = 64
 _HEADER = struct.Struct("!4sBBIQQQBBBHII")
+_TLV_HEAD = struct.Struct("!BH")
+_ACK_MARK = struct.Struct("!QQ")
+_U32 = struct.Struct("!I")
 MIN_LEN = _HEADER.size + 1 + TAG_LEN
 
 
@@ -234,6 +237,20 @@ def decode(data: bytes, keys: KeyRing, group: int) -> Heartbeat | Drop:
         return Drop.MALFORMED
 
 
+#: Enum look-ups by value (calling the enum class costs microseconds per datagram).
+_STATES = {int(s): s for s in State}
+_FLAGS: dict[int, Flag] = {}
+
+
+def _flag(bits: int) -> Flag:
+    flag = _FLAGS.get(bits)
+    if flag is None:
+        flag = Flag(bits)
+        if len(_FLAGS) < 256:  # authenticated senders use a handful of combinations
+            _FLAGS[bits] = flag
+    return flag
+
+
 def _parse(body: bytes, key_id: int, group: int) -> Heartbeat | Drop:
     (_, _, _, grp, epoch, seq, term, state, base, eff, flags, advert_ms, chash) = _HEADER.unpack_from(body)
     if grp != group:
@@ -253,7 +270,7 @@ def _parse(body: bytes, key_id: int, group: int) -> Heartbeat | Drop:
     while pos < len(body):
         if pos + 3 > len(body):
             return Drop.MALFORMED
-        ttype, tlen = struct.unpack_from("!BH", body, pos)
+        ttype, tlen = _TLV_HEAD.unpack_from(body, pos)
         pos += 3
         value = body[pos : pos + tlen]
         if len(value) != tlen:
@@ -264,21 +281,20 @@ def _parse(body: bytes, key_id: int, group: int) -> Heartbeat | Drop:
             while i < len(value):
                 n = value[i]
                 peer = value[i + 1 : i + 1 + n].decode()
-                e, s = struct.unpack_from("!QQ", value, i + 1 + n)
+                e, s = _ACK_MARK.unpack_from(value, i + 1 + n)
                 acks[peer] = (e, s)
                 i += 1 + n + 16
         elif ttype == Tlv.RELEASE_TARGET:
             target = value.decode()
         elif ttype == Tlv.RELEASE_BUDGET_MS:
-            (budget,) = struct.unpack("!I", value)
+            (budget,) = _U32.unpack(value)
         elif ttype == Tlv.HOLD_MS:
-            (hold,) = struct.unpack("!I", value)
+            (hold,) = _U32.unpack(value)
         elif ttype == Tlv.SYNC_GENERATION:
             sync_generation = bytes(value)
         # unknown TLV types are skipped: newer senders stay compatible
-    try:
-        st = State(state)
-    except ValueError:
+    st = _STATES.get(state)
+    if st is None:
         return Drop.MALFORMED
     if not (0 <= base <= 255 and 0 <= eff <= 255):
         return Drop.MALFORMED
@@ -291,7 +307,7 @@ def _parse(body: bytes, key_id: int, group: int) -> Heartbeat | Drop:
         state=st,
         base_priority=base,
         effective_priority=eff,
-        flags=Flag(flags & 0xFFFF),
+        flags=_flag(flags & 0xFFFF),
         advert_ms=advert_ms,
         config_hash=chash,
         acks=acks,
