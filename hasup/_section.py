@@ -204,6 +204,15 @@ class Section:
             return None
         return Section(value, path=self.key_path(key), source=self.source)
 
+    def get_str_table(self, key: str) -> dict[str, str]:
+        """A table of strings (``env = { A = "1" }``, ``headers = {...}``); empty when absent."""
+        table = self.get_table(key)
+        if table is None:
+            return {}
+        out = {name: table.get_str(name) for name in table.keys()}  # noqa: SIM118 - Section is not a dict
+        table.finish()
+        return out
+
     def get_tables(self, key: str) -> list[Section]:
         """An array of tables (``[[probe]]``)."""
         value = self._get(key, [])

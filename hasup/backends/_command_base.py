@@ -166,12 +166,7 @@ class CommandBackend(ServiceBackend):
                 parse_address(ready_tcp)
             except ValueError as exc:
                 raise section.error("ready_tcp", str(exc)) from None
-        env: dict[str, str] = {}
-        env_table = section.get_table("env")
-        if env_table is not None:
-            for key in env_table.keys():  # noqa: SIM118 - Section is not a dict
-                env[key] = env_table.get_str(key)
-            env_table.finish()
+        env = section.get_str_table("env")
         cwd = section.get_str("cwd", None)
         backend = cls(
             run=run,

@@ -74,12 +74,7 @@ class WarmCommandBackend(ServiceBackend):
     def from_config(cls, section: Section) -> Self:
         section.raw("backend")
         argv = {key: section.get_argv(key) for key in ("promote", "demote", "state", "ready")}
-        env: dict[str, str] = {}
-        env_table = section.get_table("env")
-        if env_table is not None:
-            for key in env_table.keys():  # noqa: SIM118 - Section is not a dict
-                env[key] = env_table.get_str(key)
-            env_table.finish()
+        env = section.get_str_table("env")
         backend = cls(
             **argv,
             start_timeout=section.get_duration("start_timeout", 30.0, min=0.001),

@@ -96,12 +96,7 @@ class HttpProbe(Probe):
             parse_status_set(raw_status)
         except ValueError as exc:
             raise section.error("expect_status", str(exc)) from None
-        headers: dict[str, str] = {}
-        table = section.get_table("headers")
-        if table is not None:
-            for key in table.keys():  # noqa: SIM118 - Section is not a dict
-                headers[key] = table.get_str(key)
-            table.finish()
+        headers = section.get_str_table("headers")
         probe = cls(
             options,
             url=url,
