@@ -41,11 +41,18 @@ def _install(instance: SystemdInstance, args: str | None) -> None:
     dropin.mkdir()
     if args is not None:
         (dropin / "args.conf").write_text(f'[Service]\nEnvironment="HASUP_WITNESS_ARGS={args}"\n')
-    if Path(sys.executable).resolve().parts[1] in ("root", "home"):
-        # This checkout's interpreter lives under a home directory (pyenv): the only
-        # relaxation of the packaged sandbox, which hides /root and /home. The package's
-        # interpreter lives in /opt/hasup.
-        (dropin / "home.conf").write_text("[Service]\nProtectHome=no\n")
+    # The only relaxations of the packaged sandbox, for where this checkout lives: the
+    # package's interpreter is in /opt/hasup, but a checkout's venv (and its pyenv
+    # interpreter) may be under a home directory, which ProtectHome hides, or under
+    # /tmp, which PrivateTmp hides (CI clones anywhere).
+    paths = {Path(hasup), Path(hasup).resolve(), Path(sys.executable).resolve()}
+    relax = []
+    if any(p.parts[1] in ("root", "home") for p in paths):
+        relax.append("ProtectHome=no")
+    if any(str(p).startswith(("/tmp/", "/var/tmp/")) for p in paths):
+        relax.append("PrivateTmp=no")
+    if relax:
+        (dropin / "checkout.conf").write_text("[Service]\n" + "\n".join(relax) + "\n")
     instance.reload()
 
 
