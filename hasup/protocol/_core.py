@@ -144,6 +144,7 @@ class _NodeBase:
         self._has_quorum = False  # as of the last decision round
         self._claim_seq = 0
         self._next_claim_query = INF
+        self._query_all = False  # next heartbeat to all peers asks for an answer at once
         #: Warm standby readiness (``Node.standby_ready``): unknown until first reported.
         self._standby_ready: bool | None = None
         self._standby_detail = ""
@@ -430,8 +431,8 @@ class _NodeBase:
         self._out.append((encode(self._heartbeat(now, extra), self.config.keys), address))
         self._stats["sent"] += 1
 
-    def _send_all(self, now: float) -> None:
-        data = encode(self._heartbeat(now), self.config.keys)
+    def _send_all(self, now: float, extra: Flag = Flag.NONE) -> None:
+        data = encode(self._heartbeat(now, extra), self.config.keys)
         for address in self._peers:
             self._out.append((data, address))
             self._stats["sent"] += 1
@@ -462,8 +463,10 @@ class _NodeBase:
         while self._bursts and self._bursts[0] <= now:
             self._bursts.pop(0)
             due = True
+        if due or self._query_all:
+            self._send_all(now, Flag.QUERY if self._query_all else Flag.NONE)
+            self._query_all = False
         if due:
-            self._send_all(now)
             self._next_advert = now + self.config.advert_interval
         # Loss before death: query a silent holder every advert/4 after 2 adverts. A
         # holder that needs a majority queries its silent peers after 1 advert.
@@ -492,6 +495,8 @@ class _NodeBase:
         if self._state == State.INIT:
             candidates.append(max(self._started_at, self._link_bad_at) + self.master_down_interval())
             candidates.append(self._started_at + 1.5 * cfg.advert_interval)
+        if self._state == State.CLAIMING:
+            candidates.append(self._next_claim_query)  # re-ask peers that have not seen the claim
         if self._state == State.BACKUP and self._vacant_since is not None:
             mdi = self.master_down_interval()
             candidates.extend(self._vacant_since + k * mdi for k in range(len(self._peers) + 1))

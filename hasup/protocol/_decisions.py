@@ -357,10 +357,39 @@ class _Decisions(_Voting):
             return
         if any(p.active for p in live):
             return  # wait for the resigning holder to confirm its stop
-        if self.config.witness is not None and not self._claim_confirmed(live, now):
-            return  # the peer whose vote we count has not seen the claim yet
+        if self.config.witness is not None:
+            if not self._claim_confirmed(live, now):
+                return  # the peer whose vote we count has not seen the claim yet
+        elif not self.config.external_leader and not self._claim_seen(live, now):
+            # (with a coordinator the grant is exclusive: its fencing token decides)
+            return  # a rival claim may be in flight: every live peer must see ours first
         if self._service is ServiceStatus.STOPPED:
             self._start(now, self._last_reason)
+
+    def _claim_seen(self, live: list[PeerView], now: float) -> bool:
+        """Whether every live peer has acknowledged one of our CLAIMING heartbeats.
+
+        Two nodes that become BACKUP within one message delay of each other (two
+        hold-downs ending together) each see the other still in FAULT, not a candidate,
+        so both claim at once. A peer's heartbeat that acknowledges our claim carries its
+        own state: a rival claim is seen there (the lower rank aborts) before either
+        starts, and a peer that saw our claim does not claim itself. Until then the
+        claimer queries the peers every advert/4 (they answer at once): the start waits
+        one round trip, and not at all when no peer is live. The query is the claim's
+        own heartbeat: a separate one sent beside it could arrive after it and be
+        dropped as a replay."""
+        waiting = [p for p in live if not self._acked_claim(p)]
+        if not waiting:
+            return True
+        if now >= self._next_claim_query:
+            self._query_all = True  # sent by _emit, in one heartbeat with any burst now due
+            self._next_claim_query = now + self.config.advert_interval / 4
+        return False
+
+    def _acked_claim(self, peer: PeerView) -> bool:
+        hb = peer.last
+        ack = hb.acks.get(self.config.name) if hb is not None else None
+        return ack is not None and ack[0] == self._epoch and ack[1] >= self._claim_seq
 
     def _decide_master(self, live: list[PeerView], now: float) -> None:
         if self.config.external_leader and not self._granted:

@@ -369,3 +369,38 @@ def test_claimer_yields_to_a_claimer_whose_service_runs() -> None:
         ),
     )
     Runner(sc).run()
+
+
+def test_nodes_recovering_from_fault_together_do_not_both_start() -> None:
+    """Found by test_invariants_many: b and c left FAULT at the same instant (their
+    hold-downs ended together at t=11), each still saw the other in FAULT (no candidate),
+    so both claimed and started at once; c aborted only on b's CLAIMING heartbeat, after
+    its start was issued: 100 ms of two active services. A claimer now starts only once
+    every live peer has acknowledged its claim (docs/protocol.md, rule 2)."""
+    sc = Scenario(
+        priorities=(1, 3, 2),
+        advert=1.0,
+        seed=0,
+        steps=(
+            (0.5, ("kill", 0)),
+            (4.0, ("fail_service", 1)),
+            (0.5, ("heal",)),
+            (2.0, ("fail_service", 1)),
+            (2.0, ("fail_service", 2)),
+        ),
+    )
+    Runner(sc).run()
+
+
+def test_claimer_waiting_for_acks_starts_after_one_round_trip() -> None:
+    """Found by test_invariants_many against a first version of the fix above: the
+    claimer's query went out beside its CLAIMING burst, arrived after it and was dropped
+    as a replay, so two peers answered only with their next advert and the handover took
+    0.2 s longer than a stop plus a start. The query is now the claim's own heartbeat."""
+    sc = Scenario(
+        priorities=(1, 2, 4, 3),
+        advert=1.0,
+        seed=0,
+        steps=((5.0, ("fail_service", 2)), (3.0, ("fail_service", 2)), (5.0, ("fail_service", 2))),
+    )
+    Runner(sc).run()

@@ -166,6 +166,32 @@ def test_fault_holddown_and_exponential_backoff() -> None:
     assert c.overlaps() == []
 
 
+def test_nodes_leaving_fault_together_start_only_the_best_one_round_trip_after_the_claim() -> None:
+    """Two hold-downs ending at the same instant: each node still sees the other in
+    FAULT (no candidate) and both claim at once; only the claimer whose claim every live
+    peer acknowledged starts, one round trip later, and the lower rank aborts on the
+    acknowledgement that carries the rival claim."""
+    delay = 0.01
+    env = [ProbeSpec("env", when="always", fall=1, rise=1)]
+    c = NodeCluster([("a", 100), ("b", 90)], delay=delay, fault_holddown=2.0, probes=env)
+    c.start()
+    settled(c, "a")
+    c.advance(3.3)
+    t0 = c.now
+    for name in ("a", "b"):
+        c.probe(name, "env", False)
+    for name in ("a", "b"):
+        c.probe(name, "env", True)
+    settled(c, "a")
+    claims = {n: notified(c, n, State.CLAIMING, t0) for n in ("a", "b")}
+    assert claims == {"a": [t0 + 2.0], "b": [t0 + 2.0]}  # both claimed, as they could
+    # b: FAULT -> BACKUP -> CLAIMING at t0 + 2, back to BACKUP on a's answer to its query
+    assert notified(c, "b", State.BACKUP, t0 + 2.0) == pytest.approx([t0 + 2.0, t0 + 2.0 + delay])
+    assert starts(c, "b", t0) == []
+    assert starts(c, "a", t0) == [pytest.approx(t0 + 2.0 + 2 * delay)]  # one round trip
+    assert c.overlaps() == []
+
+
 def test_coldstart_with_service_down_is_never_a_fault() -> None:
     probes = [ProbeSpec("http", when="active", fall=1, rise=1)]
     c = NodeCluster([("a", 100), ("b", 90)], probes=probes)
