@@ -39,6 +39,18 @@ logger = logging.getLogger("hasup.http")
 Handler = Callable[[str, str, Mapping[str, str], bytes], Awaitable[tuple[int, str, bytes]]]
 
 _SERVER = b"hasup"
+#: on every response: the status page's assets are same-origin only (no inline script,
+#: no external resource), nothing may frame it, and no type is sniffed.
+_SECURITY = [
+    (
+        b"content-security-policy",
+        b"default-src 'none'; script-src 'self'; style-src 'self'; connect-src 'self'; img-src 'self'; "
+        b"base-uri 'none'; form-action 'none'; frame-ancestors 'none'",
+    ),
+    (b"x-content-type-options", b"nosniff"),
+    (b"x-frame-options", b"DENY"),
+    (b"referrer-policy", b"no-referrer"),
+]
 _READ_SIZE = 16384
 _TEXT = "text/plain; charset=utf-8"
 _GONE = (anyio.BrokenResourceError, anyio.ClosedResourceError, anyio.EndOfStream, OSError)
@@ -242,6 +254,7 @@ class _Connection:
             (b"server", _SERVER),
             (b"content-type", content_type.encode("latin-1")),
             (b"cache-control", b"no-store"),
+            *_SECURITY,
             *(extra or []),
         ]
         if status not in (204, 304):

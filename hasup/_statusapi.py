@@ -1,4 +1,5 @@
-"""The status endpoint's routes: ``/status`` (JSON), ``/healthz``, ``/metrics``."""
+"""The status endpoint's routes: the status page at ``/`` (static assets shipped in
+``hasup/_page/``, polling ``/status``), ``/status`` (JSON), ``/healthz``, ``/metrics``."""
 
 from __future__ import annotations
 
@@ -10,6 +11,8 @@ import os
 import secrets
 import tempfile
 from collections.abc import Mapping
+from functools import cache
+from importlib import resources
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -50,6 +53,21 @@ class Controls(Protocol):
     async def confirm_stopped(self) -> None: ...
 
 
+#: the status page's files (``hasup/_page/``): path served -> (file, content type)
+PAGE_ASSETS = {
+    "/": ("index.html", "text/html; charset=utf-8"),
+    "/index.html": ("index.html", "text/html; charset=utf-8"),
+    "/page.js": ("page.js", "text/javascript; charset=utf-8"),
+    "/page.css": ("page.css", "text/css; charset=utf-8"),
+}
+
+
+@cache
+def page_asset(name: str) -> bytes:
+    """One file of the status page, read from the installed package once."""
+    return resources.files("hasup").joinpath("_page", name).read_bytes()
+
+
 class StatusAPI:
     def __init__(self, controls: Controls, control_token: str | None = None) -> None:
         self._sup = controls
@@ -63,6 +81,9 @@ class StatusAPI:
             return 405, "text/plain", b"method not allowed\n"
         if path == "/status":
             return 200, "application/json", json.dumps(self._sup.snapshot(), indent=1).encode() + b"\n"
+        if path in PAGE_ASSETS:
+            name, content_type = PAGE_ASSETS[path]
+            return 200, content_type, page_asset(name)
         if path == "/healthz":
             return 200, "text/plain", f"ok {self._sup.state.name}\n".encode()
         if path == "/metrics":

@@ -1,0 +1,100 @@
+// hasup status page: polls /status (same origin) and renders with textContent only.
+"use strict";
+(function () {
+  const PERIOD = 500;
+  const $ = (id) => document.getElementById(id);
+  function cell(tr, text, cls) {
+    const td = document.createElement("td");
+    td.textContent = text === null || text === undefined ? "-" : String(text);
+    if (cls) td.className = cls;
+    tr.appendChild(td);
+    return td;
+  }
+  function secs(x) { return x === null || x === undefined ? "-" : Number(x).toFixed(3) + " s"; }
+  function fill(tbody, rows) {
+    const frag = document.createDocumentFragment();
+    rows.forEach((r) => frag.appendChild(r));
+    tbody.replaceChildren(frag);
+  }
+  function member(m, local) {
+    const tr = document.createElement("tr");
+    tr.dataset.node = m.name;
+    tr.dataset.state = m.state || "";
+    cell(tr, m.name + (local ? " (this node)" : ""));
+    cell(tr, m.state, m.state || "");
+    cell(tr, (m.priority ?? "-") + " / " + (m.effective_priority ?? "-"));
+    cell(tr, m.term);
+    cell(tr, m.service, m.service === "failed" ? "bad" : "");
+    cell(tr, local ? "now" : (m.live ? secs(m.last_seen_ago) + " ago" : "not live"), local || m.live ? "" : "down");
+    cell(tr, (m.notes || []).join("; "), (m.notes || []).length ? "warn" : "");
+    return tr;
+  }
+  function render(s) {
+    $("group").textContent = "group " + s.group;
+    const notes = [];
+    if (s.maintenance) notes.push("maintenance");
+    Object.keys(s.alarms || {}).forEach((a) => notes.push("alarm " + a));
+    const rows = [member({
+      name: s.node, state: s.state, priority: s.priority, effective_priority: s.effective_priority,
+      term: s.term, service: s.service, live: true, notes: notes,
+    }, true)];
+    (s.peers || []).forEach((p) => {
+      const pn = [];
+      if (p.config_mismatch) pn.push("config differs");
+      if (p.active) pn.push("service active");
+      rows.push(member(Object.assign({ notes: pn }, p), false));
+    });
+    fill($("members").tBodies[0], rows);
+    // who holds the service: this node's own flag plus every live peer announcing ACTIVE
+    const holders = (s.holder ? [s.node] : []).concat(
+      (s.peers || []).filter((p) => p.live && p.active).map((p) => p.name));
+    $("holder").textContent = holders.length ? holders.join(" + ") : "none";
+    $("holder").className = holders.length > 1 ? "bad" : "";
+    $("maintenance").textContent = s.maintenance ? "(maintenance: no moves from this node)" : "";
+    const local = [
+      ["state", s.state + " for " + secs(s.since_seconds) + (s.reason ? " (" + s.reason + ")" : "")],
+      ["service", s.service + (s.backend ? " · " + JSON.stringify(s.backend) : "")],
+      ["epoch", s.epoch],
+    ];
+    Object.entries(s.probes || {}).forEach(([k, v]) => local.push(["probe " + k, JSON.stringify(v)]));
+    Object.entries(s.alarms || {}).forEach(([k, v]) => local.push(["alarm " + k, JSON.stringify(v)]));
+    (s.vips || []).forEach((v) => local.push(["VIP " + v.address, v.held ? "held here" : "not held here"]));
+    if (s.witness) local.push(["witness", JSON.stringify(s.witness)]);
+    if (s.sync) local.push(["sync", JSON.stringify(s.sync)]);
+    const dl = document.createDocumentFragment();
+    local.forEach(([k, v]) => {
+      const dt = document.createElement("dt"); dt.textContent = k;
+      const dd = document.createElement("dd"); dd.textContent = v === undefined || v === null ? "-" : String(v);
+      dl.appendChild(dt); dl.appendChild(dd);
+    });
+    $("local").replaceChildren(dl);
+    const moves = (s.handovers || []).slice().reverse().map((h) => {
+      const tr = document.createElement("tr");
+      tr.dataset.term = h.term;
+      cell(tr, new Date(Number(h.time) * 1000).toISOString().replace("T", " ").slice(0, 19));
+      cell(tr, h.term);
+      cell(tr, (h.previous || "-") + " → " + (h.holder || "-"));
+      cell(tr, secs(h.no_holder));
+      cell(tr, secs(h.two_holders), Number(h.two_holders) > 0 ? "bad" : "");
+      return tr;
+    });
+    fill($("moves").tBodies[0], moves);
+    const conn = $("conn");
+    conn.textContent = "updated " + new Date().toLocaleTimeString() + " from " + s.node;
+    conn.className = "";
+    document.body.dataset.updated = String(Date.now());
+  }
+  async function poll() {
+    try {
+      const r = await fetch("status", { cache: "no-store", credentials: "same-origin" });
+      if (!r.ok) throw new Error("HTTP " + r.status);
+      render(await r.json());
+    } catch (e) {
+      const conn = $("conn");
+      conn.textContent = "no answer from hasup (" + e.message + ")";
+      conn.className = "stale";
+    }
+    setTimeout(poll, PERIOD);
+  }
+  poll();
+})();

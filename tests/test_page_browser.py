@@ -1,0 +1,218 @@
+"""The status page in a real headless Chromium (Debian's ``chromium``, driven over the
+DevTools protocol) against two real ``hasup run`` processes on 127.0.0.1."""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests._support import missing_component, wait_until
+from tests.test_cli_run import Node, answers, free_port
+
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+
+
+class Browser:
+    """One headless Chromium with a fresh profile, one page, driven over CDP."""
+
+    def __init__(self, tmp: Path) -> None:
+        try:
+            import websocket  # websocket-client
+        except ImportError:
+            missing_component("websocket-client", "pip install -e '.[dev]'")
+        if CHROMIUM is None:
+            missing_component("chromium", "apt-get install chromium (scripts/test.sh does)")
+        profile = tmp / "chromium-profile"
+        profile.mkdir()
+        self.proc = subprocess.Popen(
+            [
+                CHROMIUM,
+                "--headless",
+                "--no-sandbox",
+                "--disable-gpu",
+                "--no-first-run",
+                "--disable-background-networking",
+                "--disable-component-update",
+                "--disable-sync",
+                "--disable-extensions",
+                f"--user-data-dir={profile}",
+                "--remote-debugging-address=127.0.0.1",
+                "--remote-debugging-port=0",
+                "about:blank",
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        port_file = profile / "DevToolsActivePort"
+        wait_until(port_file.exists, timeout=30, what="chromium's DevTools port")
+        wait_until(lambda: len(port_file.read_text().splitlines()) >= 2, timeout=5, what="DevToolsActivePort")
+        port = int(port_file.read_text().splitlines()[0])
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/json/list", timeout=5) as r:
+            targets = json.load(r)
+        page = next(t for t in targets if t.get("type") == "page")
+        self.ws = websocket.create_connection(page["webSocketDebuggerUrl"], timeout=10, suppress_origin=True)
+        self._id = 0
+
+    def call(self, method: str, **params: Any) -> dict[str, Any]:
+        self._id += 1
+        self.ws.send(json.dumps({"id": self._id, "method": method, "params": params}))
+        while True:
+            msg = json.loads(self.ws.recv())
+            if msg.get("id") == self._id:
+                if "error" in msg:
+                    raise RuntimeError(f"{method}: {msg['error']}")
+                result: dict[str, Any] = msg.get("result", {})
+                return result
+
+    def eval(self, expression: str) -> Any:
+        result = self.call("Runtime.evaluate", expression=expression, returnByValue=True)
+        if "exceptionDetails" in result:
+            raise RuntimeError(str(result["exceptionDetails"]))
+        return result["result"].get("value")
+
+    def members(self) -> dict[str, str]:
+        """What the page shows: node name -> state."""
+        rows = self.eval(
+            "JSON.stringify([...document.querySelectorAll('#members tbody tr')]"
+            ".map(r => [r.dataset.node, r.dataset.state]))"
+        )
+        return dict(json.loads(rows)) if rows else {}
+
+    def screenshot(self, path: Path) -> None:
+        data = self.call("Page.captureScreenshot", format="png")["data"]
+        path.write_bytes(base64.b64decode(data))
+
+    def close(self) -> None:
+        self.ws.close()
+        self.proc.terminate()
+        try:
+            self.proc.wait(10)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait(10)
+
+
+def service_pid(node: Node) -> int:
+    """The pid of ``node``'s managed ``http.server`` (a descendant of its hasup)."""
+    assert node.proc is not None
+    todo = [node.proc.pid]
+    while todo:
+        pid = todo.pop()
+        try:
+            cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+            if b"http.server" in cmdline and str(node.http).encode() in cmdline:
+                return pid
+            for task in Path(f"/proc/{pid}/task").iterdir():
+                todo.extend(int(c) for c in (task / "children").read_text().split())
+        except OSError:
+            continue
+    raise AssertionError(f"no service process under {node.name}'s hasup")
+
+
+@pytest.fixture
+def browser(tmp_path: Path) -> Iterator[Browser]:
+    b = Browser(tmp_path)
+    try:
+        yield b
+    finally:
+        b.close()
+
+
+@pytest.fixture
+def pair(tmp_path: Path) -> Iterator[tuple[Node, Node]]:
+    subprocess.run(
+        [sys.executable, "-m", "hasup", "keygen", str(tmp_path / "group.key")], check=True, capture_output=True
+    )
+    ua, ub = free_port(socket.SOCK_DGRAM), free_port(socket.SOCK_DGRAM)
+    a, b = Node(tmp_path, "edge-a", 100, ua, ub), Node(tmp_path, "edge-b", 90, ub, ua)
+    try:
+        yield a, b
+    finally:
+        for n in (a, b):
+            n.stop()
+
+
+@pytest.mark.slow
+def test_page_shows_both_nodes_and_a_failover_within_a_second(
+    pair: tuple[Node, Node], browser: Browser, tmp_path: Path
+) -> None:
+    a, b = pair
+    a.start()
+    b.start()
+    wait_until(lambda: a.state() == "MASTER" and b.state() == "BACKUP", timeout=20, what="a MASTER, b BACKUP")
+    wait_until(lambda: answers(a.http), timeout=10, what="a's service")
+    # a phone-sized viewport: the page must be readable there
+    browser.call("Emulation.setDeviceMetricsOverride", width=412, height=900, deviceScaleFactor=1, mobile=True)
+    browser.call("Page.enable")
+    browser.call("Page.navigate", url=f"http://127.0.0.1:{b.status_port}/")
+    wait_until(
+        lambda: browser.members() == {"edge-b": "BACKUP", "edge-a": "MASTER"},
+        timeout=10,
+        what="the page lists both nodes",
+    )
+    assert browser.eval("document.getElementById('holder').textContent") == "edge-a"
+    # every resource came from the node itself (CSP forbids the rest; nothing was blocked)
+    assert browser.eval("document.getElementById('conn').className") == ""
+
+    # failover: kill the master's service; b's /status and the page are watched together
+    os.kill(service_pid(a), signal.SIGKILL)
+    t_kill = time.monotonic()
+    t_status = t_page = None
+    deadline = t_kill + 15
+    while time.monotonic() < deadline and (t_status is None or t_page is None):
+        now = time.monotonic()
+        if t_status is None and b.state() == "MASTER":
+            t_status = now
+        if t_page is None and browser.members().get("edge-b") == "MASTER":
+            t_page = time.monotonic()
+        time.sleep(0.005)  # sampling period of the watch loop, not a synchronisation
+    assert t_status is not None, "b never became MASTER"
+    assert t_page is not None, "the page never showed b as MASTER"
+    latency = t_page - t_status
+    sys.stdout.write(
+        f"\npage: kill->status MASTER {t_status - t_kill:.3f} s, status->page {latency:.3f} s, "
+        f"kill->page {t_page - t_kill:.3f} s\n"
+    )
+    assert latency < 1.0, f"the page showed the failover {latency:.3f} s after /status"
+    wait_until(
+        lambda: browser.eval("document.querySelectorAll('#moves tbody tr').length") >= 2,
+        timeout=5,
+        what="the move in the timeline",
+    )
+    shot = tmp_path / "status-page.png"
+    browser.screenshot(shot)
+    assert shot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    if os.environ.get("HASUP_SCREENSHOT_DIR"):
+        shutil.copy(shot, Path(os.environ["HASUP_SCREENSHOT_DIR"]) / "status-page.png")
+
+
+def test_page_assets_are_served_with_a_strict_policy(pair: tuple[Node, Node]) -> None:
+    a, _ = pair
+    a.start()
+    wait_until(lambda: a.state() in ("BACKUP", "CLAIMING", "MASTER"), timeout=20, what="a running")
+    weight = 0
+    for path, kind in (("/", "text/html"), ("/page.js", "text/javascript"), ("/page.css", "text/css")):
+        with urllib.request.urlopen(f"http://127.0.0.1:{a.status_port}{path}", timeout=5) as r:
+            body = r.read()
+            assert r.headers["content-type"].startswith(kind)
+            csp = r.headers["content-security-policy"]
+            assert "default-src 'none'" in csp and "script-src 'self'" in csp
+            assert r.headers["x-content-type-options"] == "nosniff"
+        weight += len(body)
+        assert b"http://" not in body and b"https://" not in body, f"{path} refers to another origin"
+        assert b"<script>" not in body, "no inline script"
+    sys.stdout.write(f"\npage weight: {weight} bytes (HTML+JS+CSS, uncompressed)\n")
+    assert weight < 16384
