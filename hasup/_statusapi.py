@@ -68,10 +68,36 @@ def page_asset(name: str) -> bytes:
     return resources.files("hasup").joinpath("_page", name).read_bytes()
 
 
+#: the operator's name the page (or a script) may send with a command, for the log
+_MAX_NAME = 64
+
+
+def _token_matches(supplied: str, secret: bytes) -> bool:
+    """``supplied`` against an ``operator_token_file`` secret, decoded as the file is
+    (hex text, else the raw bytes); constant time."""
+    try:
+        candidate = bytes.fromhex(supplied)
+    except ValueError:
+        candidate = supplied.encode()
+    return hmac.compare_digest(candidate, secret)
+
+
+def _same_origin(headers: Mapping[str, str]) -> bool:
+    """A browser's request from this endpoint's own page (or no browser at all: no ``Origin``)."""
+    origin = headers.get("origin")
+    if origin is None:
+        return True
+    host = headers.get("host", "")
+    return bool(host) and origin in (f"http://{host}", f"https://{host}")
+
+
 class StatusAPI:
-    def __init__(self, controls: Controls, control_token: str | None = None) -> None:
+    def __init__(
+        self, controls: Controls, control_token: str | None = None, operator_token: bytes | None = None
+    ) -> None:
         self._sup = controls
         self._token = control_token
+        self._operator_token = operator_token
 
     async def handle(self, method: str, target: str, headers: Mapping[str, str], body: bytes) -> tuple[int, str, bytes]:
         path = target.split("?", 1)[0]
@@ -90,14 +116,36 @@ class StatusAPI:
             return 200, "text/plain; version=0.0.4; charset=utf-8", self._sup.render_metrics()
         return 404, "text/plain", b"not found\n"
 
+    def _authenticate(self, headers: Mapping[str, str]) -> str | None:
+        """Which secret the request carries: "control token", "operator token" or None."""
+        supplied = headers.get("authorization", "").removeprefix("Bearer ").strip()
+        if not supplied:
+            return None
+        if self._token is not None and hmac.compare_digest(supplied.encode(), self._token.encode()):
+            return "control token"
+        if self._operator_token is not None and _token_matches(supplied, self._operator_token):
+            return "operator token"
+        return None
+
     async def _control(
         self, method: str, command: str, headers: Mapping[str, str], body: bytes
     ) -> tuple[int, str, bytes]:
-        """Operator commands, authenticated with the token in ``<state_dir>/control.token``."""
+        """Operator commands, authenticated with the token in ``<state_dir>/control.token``
+        or ``[status] operator_token_file``'s; every attempt is logged with who and from where."""
         if method != "POST":
             return 405, "text/plain", b"use POST\n"
-        supplied = headers.get("authorization", "").removeprefix("Bearer ").strip()
-        if self._token is None or not hmac.compare_digest(supplied.encode(), self._token.encode()):
+        peer = headers.get(":peer", "unknown")
+        name = "".join(c for c in headers.get("x-hasup-operator", "") if c.isprintable())[:_MAX_NAME] or "-"
+        if not _same_origin(headers):
+            log.warning(
+                "operator command %s refused: cross-origin request (%s) from %s", command, headers.get("origin"), peer
+            )
+            return 403, "application/json", b'{"error": "cross-origin request refused"}\n'
+        how = self._authenticate(headers)
+        if how is None:
+            log.warning(
+                "operator command %s refused: missing or wrong token, from %s (operator %r)", command, peer, name
+            )
             return 403, "application/json", b'{"error": "missing or wrong control token"}\n'
         try:
             args = json.loads(body or b"{}")
@@ -105,11 +153,15 @@ class StatusAPI:
                 raise ValueError("expected a JSON object")
         except ValueError as exc:
             return 400, "application/json", json.dumps({"error": f"bad request body: {exc}"}).encode()
+        if command != "check":
+            log.warning("operator command %s %s by %r with the %s, from %s", command, json.dumps(args), name, how, peer)
         try:
-            if command == "switchover":
+            if command == "check":
+                result: dict[str, object] = {"ok": True, "as": how}
+            elif command == "switchover":
                 target = args.get("to")
-                name = await self._sup.switchover(str(target) if target else None)
-                result: dict[str, object] = {"ok": True, "target": name}
+                target_name = await self._sup.switchover(str(target) if target else None)
+                result = {"ok": True, "target": target_name}
             elif command == "maintenance":
                 await self._sup.set_maintenance(bool(args.get("on", True)))
                 result = {"ok": True, "maintenance": self._sup.maintenance}
@@ -168,11 +220,12 @@ async def serve_status(
     listener: MultiListener[SocketStream],
     state_dir: Path,
     *,
+    operator_token: bytes | None = None,
     task_status: TaskStatus[int],
 ) -> None:
-    """Serve ``/status``, ``/healthz``, ``/metrics`` and ``/control/*`` on ``listener``
+    """Serve the page at ``/``, ``/status``, ``/healthz``, ``/metrics`` and ``/control/*`` on ``listener``
     (from :func:`open_status_listener`); ``task_status`` receives the bound port."""
     from ._httpserver import serve_http
 
     token = await anyio.to_thread.run_sync(write_control_token, state_dir)
-    await serve_http(listener, StatusAPI(controls, token).handle, task_status=task_status)
+    await serve_http(listener, StatusAPI(controls, token, operator_token).handle, task_status=task_status)

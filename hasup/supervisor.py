@@ -19,6 +19,7 @@ import ipaddress
 import logging
 from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import AsyncExitStack
+from functools import partial
 from types import TracebackType
 from typing import Any
 
@@ -312,7 +313,12 @@ class Supervisor:
                 if status_listener is not None:
                     from ._statusapi import serve_status
 
-                    self._status_port = await tg.start(serve_status, self, status_listener, self._state_file.dir)
+                    self._status_port = await tg.start(
+                        partial(serve_status, operator_token=self.config.status.operator_token),
+                        self,
+                        status_listener,
+                        self._state_file.dir,
+                    )
                 if notifier is not None:
                     tg.start_soon(notifier.run, self._done)
                 task_status.started()

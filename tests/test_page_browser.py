@@ -12,6 +12,7 @@ import socket
 import subprocess
 import sys
 import time
+import urllib.error
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
@@ -20,7 +21,7 @@ from typing import Any
 import pytest
 
 from tests._support import missing_component, wait_until
-from tests.test_cli_run import Node, answers, free_port
+from tests.test_cli_run import Node, Sampler, answers, free_port
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 
@@ -91,6 +92,24 @@ class Browser:
         )
         return dict(json.loads(rows)) if rows else {}
 
+    def click(self, selector: str) -> None:
+        """A real mouse click (pressed and released) in the middle of ``selector``."""
+        box = json.loads(
+            self.eval(
+                f"(() => {{ const e = document.querySelector({json.dumps(selector)}); e.scrollIntoView();"
+                " const r = e.getBoundingClientRect(); return JSON.stringify([r.x + r.width / 2, r.y + r.height / 2]); })()"
+            )
+        )
+        for kind in ("mousePressed", "mouseReleased"):
+            self.call("Input.dispatchMouseEvent", type=kind, x=box[0], y=box[1], button="left", clickCount=1)
+
+    def type_into(self, selector: str, text: str) -> None:
+        self.click(selector)
+        self.call("Input.insertText", text=text)
+
+    def text(self, selector: str) -> str:
+        return str(self.eval(f"document.querySelector({json.dumps(selector)}).textContent"))
+
     def screenshot(self, path: Path) -> None:
         data = self.call("Page.captureScreenshot", format="png")["data"]
         path.write_bytes(base64.b64decode(data))
@@ -131,18 +150,42 @@ def browser(tmp_path: Path) -> Iterator[Browser]:
         b.close()
 
 
+OPERATOR_TOKEN = "0123456789abcdef0123456789abcdef"
+
+
 @pytest.fixture
 def pair(tmp_path: Path) -> Iterator[tuple[Node, Node]]:
     subprocess.run(
         [sys.executable, "-m", "hasup", "keygen", str(tmp_path / "group.key")], check=True, capture_output=True
     )
+    token = tmp_path / "operator.token"
+    token.write_text(OPERATOR_TOKEN + "\n")
+    token.chmod(0o600)
+    extra = f'operator_token_file = "{token}"\n'  # appended to [status]
     ua, ub = free_port(socket.SOCK_DGRAM), free_port(socket.SOCK_DGRAM)
-    a, b = Node(tmp_path, "edge-a", 100, ua, ub), Node(tmp_path, "edge-b", 90, ub, ua)
+    a, b = Node(tmp_path, "edge-a", 100, ua, ub, extra), Node(tmp_path, "edge-b", 90, ub, ua, extra)
     try:
         yield a, b
     finally:
         for n in (a, b):
             n.stop()
+        for n in (a, b):
+            if n.log.exists():
+                sys.stdout.write(f"--- {n.name} log ---\n{n.log.read_text()[-3000:]}\n")
+
+
+def post(node: Node, command: str, token: str, origin: str | None = None) -> int:
+    headers = {"Authorization": f"Bearer {token}", "Content-Type": "application/json"}
+    if origin:
+        headers["Origin"] = origin
+    req = urllib.request.Request(
+        f"http://127.0.0.1:{node.status_port}/control/{command}", data=b"{}", headers=headers, method="POST"
+    )
+    try:
+        with urllib.request.urlopen(req, timeout=5) as r:
+            return int(r.status)
+    except urllib.error.HTTPError as exc:
+        return int(exc.code)
 
 
 @pytest.mark.slow
@@ -216,3 +259,59 @@ def test_page_assets_are_served_with_a_strict_policy(pair: tuple[Node, Node]) ->
         assert b"<script>" not in body, "no inline script"
     sys.stdout.write(f"\npage weight: {weight} bytes (HTML+JS+CSS, uncompressed)\n")
     assert weight < 16384
+
+
+@pytest.mark.slow
+def test_switchover_clicked_on_the_page_moves_the_service_with_no_overlap(
+    pair: tuple[Node, Node], browser: Browser, tmp_path: Path
+) -> None:
+    a, b = pair
+    a.start()
+    b.start()
+    wait_until(lambda: a.state() == "MASTER" and b.state() == "BACKUP", timeout=20, what="a MASTER, b BACKUP")
+    wait_until(lambda: answers(a.http), timeout=10, what="a's service")
+    browser.call("Page.enable")
+    browser.call("Page.navigate", url=f"http://127.0.0.1:{a.status_port}/")
+    wait_until(lambda: browser.members().get("edge-a") == "MASTER", timeout=10, what="the page shows a MASTER")
+    assert browser.eval("document.getElementById('buttons').hidden") is True, "actions need a login first"
+
+    # a wrong token is refused, and nothing is offered
+    browser.type_into("#op-name", "mallory")
+    browser.type_into("#op-token", "not-the-token")
+    browser.click("#login-btn")
+    wait_until(lambda: "refused" in browser.text("#action-result"), timeout=5, what="wrong token refused")
+    assert browser.eval("document.getElementById('buttons').hidden") is True
+    wait_until(lambda: "refused: missing or wrong token" in a.log.read_text(), timeout=5, what="refusal logged")
+    # the right token from another site's page (CSRF) is refused too; without Origin (CLI) it works
+    assert post(a, "check", OPERATOR_TOKEN, origin="http://evil.example") == 403
+    assert post(a, "check", OPERATOR_TOKEN) == 200
+    assert post(a, "check", "0" * 32) == 403
+
+    # log in with the operator token, click "switch over": b takes the service, never both
+    browser.eval("document.getElementById('op-name').value = ''")
+    browser.type_into("#op-name", "alice")
+    browser.type_into("#op-token", OPERATOR_TOKEN)
+    browser.click("#login-btn")
+    wait_until(lambda: "logged in as alice" in browser.text("#action-result"), timeout=5, what="login")
+    sampler = Sampler([a, b])
+    sampler.start()
+    try:
+        wait_until(lambda: len(sampler.samples) > 5, timeout=5, what="sampler running")
+        browser.click("#buttons button[data-cmd=switchover]")
+        wait_until(
+            lambda: b.state() == "MASTER" and answers(b.http) and not answers(a.http), timeout=15, what="b serves"
+        )
+        wait_until(lambda: browser.members().get("edge-b") == "MASTER", timeout=2, what="the page shows b MASTER")
+        wait_until(lambda: len(sampler.samples) > 5 + 10, timeout=5, what="samples after the move")
+    finally:
+        sampler.running = False
+        sampler.join()
+    assert sampler.both_active() == [], "two services answered at the same moment"
+    assert any(up == {"edge-a"} for _, up in sampler.samples) and any(up == {"edge-b"} for _, up in sampler.samples)
+    assert "switch over: done" in browser.text("#action-result")
+    log = a.log.read_text()
+    assert "operator command switchover {} by 'alice' with the operator token, from 127.0.0.1:" in log
+    shot = tmp_path / "status-page-actions.png"
+    browser.screenshot(shot)
+    if os.environ.get("HASUP_SCREENSHOT_DIR"):
+        shutil.copy(shot, Path(os.environ["HASUP_SCREENSHOT_DIR"]) / "status-page-actions.png")

@@ -53,7 +53,7 @@
     $("maintenance").textContent = s.maintenance ? "(maintenance: no moves from this node)" : "";
     const local = [
       ["state", s.state + " for " + secs(s.since_seconds) + (s.reason ? " (" + s.reason + ")" : "")],
-      ["service", s.service + (s.backend ? " · " + JSON.stringify(s.backend) : "")],
+      ["service", s.service + (s.backend ? " · " + (typeof s.backend === "string" ? s.backend : JSON.stringify(s.backend)) : "")],
       ["epoch", s.epoch],
     ];
     Object.entries(s.probes || {}).forEach(([k, v]) => local.push(["probe " + k, JSON.stringify(v)]));
@@ -96,5 +96,63 @@
     }
     setTimeout(poll, PERIOD);
   }
+  // Actions: the token lives in this tab's sessionStorage (never a cookie) and goes in the
+  // Authorization header of a same-origin POST, which another site's page cannot forge.
+  const store = window.sessionStorage;
+  function say(text, bad) {
+    const r = $("action-result");
+    r.textContent = text;
+    r.className = bad ? "bad" : "";
+  }
+  async function command(cmd, body) {
+    const r = await fetch("control/" + cmd, {
+      method: "POST", cache: "no-store", credentials: "omit",
+      headers: {
+        "Authorization": "Bearer " + (store.getItem("hasup-token") || ""),
+        "Content-Type": "application/json",
+        "X-Hasup-Operator": store.getItem("hasup-name") || "",
+      },
+      body: JSON.stringify(body || {}),
+    });
+    let doc = {};
+    try { doc = await r.json(); } catch (e) { doc = { error: "HTTP " + r.status }; }
+    return [r.status, doc];
+  }
+  function showButtons(on) {
+    $("login").hidden = on;
+    $("buttons").hidden = !on;
+  }
+  $("login-btn").addEventListener("click", async () => {
+    store.setItem("hasup-name", $("op-name").value.trim());
+    store.setItem("hasup-token", $("op-token").value.trim());
+    $("op-token").value = "";
+    const [status, doc] = await command("check");
+    if (status === 200) {
+      showButtons(true);
+      say("logged in as " + (store.getItem("hasup-name") || "-") + " (" + doc.as + ")");
+    } else {
+      store.removeItem("hasup-token");
+      say("refused: " + (doc.error || "HTTP " + status), true);
+    }
+  });
+  $("logout").addEventListener("click", () => {
+    store.removeItem("hasup-token");
+    showButtons(false);
+    say("logged out");
+  });
+  document.querySelectorAll("#buttons button[data-cmd]").forEach((b) => {
+    b.addEventListener("click", async () => {
+      if (b.dataset.ask && !window.confirm(b.dataset.ask)) return;
+      const body = b.dataset.on ? { on: b.dataset.on === "true" } : {};
+      say(b.textContent + "…");
+      const [status, doc] = await command(b.dataset.cmd, body);
+      if (status === 200) say(b.textContent + ": done " + JSON.stringify(doc));
+      else {
+        say(b.textContent + " refused: " + (doc.error || "HTTP " + status), true);
+        if (status === 403) showButtons(false);
+      }
+    });
+  });
+  showButtons(Boolean(store.getItem("hasup-token")));
   poll();
 })();
