@@ -311,6 +311,8 @@ def test_switchover_clicked_on_the_page_moves_the_service_with_no_overlap(
     assert "switch over: done" in browser.text("#action-result")
     log = a.log.read_text()
     assert "operator command switchover {} by 'alice' with the operator token, from 127.0.0.1:" in log
+    browser.call("Emulation.setDeviceMetricsOverride", width=800, height=760, deviceScaleFactor=1, mobile=False)
+    browser.eval("window.scrollTo(0, 0)")
     shot = tmp_path / "status-page-actions.png"
     browser.screenshot(shot)
     if os.environ.get("HASUP_SCREENSHOT_DIR"):
