@@ -40,6 +40,7 @@ class StateFile:
                 role=State[raw.get("role", "BACKUP")],
                 peer_marks={k: (int(v[0]), int(v[1])) for k, v in raw.get("peer_marks", {}).items()},
                 fault_level=int(raw.get("fault_level", 0)),
+                maintenance=bool(raw.get("maintenance", False)),
             )
         except (KeyError, TypeError, ValueError, IndexError) as exc:
             raise ConfigError(
@@ -56,6 +57,7 @@ class StateFile:
                 "role": state.role.name,
                 "peer_marks": {k: list(v) for k, v in state.peer_marks.items()},
                 "fault_level": state.fault_level,
+                "maintenance": state.maintenance,
                 "written": time.time(),
             },
             indent=1,

@@ -317,3 +317,57 @@ def test_switchover_clicked_on_the_page_moves_the_service_with_no_overlap(
     browser.screenshot(shot)
     if os.environ.get("HASUP_SCREENSHOT_DIR"):
         shutil.copy(shot, Path(os.environ["HASUP_SCREENSHOT_DIR"]) / "status-page-actions.png")
+
+
+@pytest.mark.slow
+def test_node_maintenance_survives_a_restart_of_both_nodes(
+    pair: tuple[Node, Node], browser: Browser, tmp_path: Path
+) -> None:
+    a, b = pair
+    a.start()
+    b.start()
+    wait_until(lambda: a.state() == "MASTER" and b.state() == "BACKUP", timeout=20, what="a MASTER, b BACKUP")
+    on = subprocess.run(
+        [sys.executable, "-m", "hasup", "maintenance", "on", "-c", str(b.config)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert on.returncode == 0, on.stderr
+    assert b.status().get("maintenance") is True
+    saved = json.loads((tmp_path / "state-edge-b" / "state.json").read_text())
+    assert saved["maintenance"] is True
+    # restart both hasup processes (SIGTERM: a resigns, its service stops)
+    for n in (a, b):
+        assert n.proc is not None
+        n.proc.send_signal(signal.SIGTERM)
+    for n in (a, b):
+        assert n.proc is not None and n.proc.wait(15) == 0
+    a.start()
+    b.start()
+    wait_until(lambda: a.state() == "MASTER" and b.state() == "BACKUP", timeout=20, what="the pair is back")
+    assert b.status().get("maintenance") is True, "b's maintenance was forgotten at restart"
+    assert a.status().get("maintenance") is False
+    # b's page says maintenance; a's page shows b not eligible (heartbeats carry no
+    # maintenance flag, only b's effective priority 0)
+    row = "document.querySelector('#members tr[data-node=\"edge-b\"]')?.textContent"
+    browser.call("Page.navigate", url=f"http://127.0.0.1:{b.status_port}/")
+    wait_until(lambda: "maintenance" in str(browser.eval(row) or ""), timeout=10, what="maintenance on b's page")
+    browser.call("Page.navigate", url=f"http://127.0.0.1:{a.status_port}/")
+    wait_until(lambda: "not eligible" in str(browser.eval(row) or ""), timeout=10, what="b not eligible on a's page")
+    # b in maintenance never claims: a's node dies, nobody serves
+    assert a.proc is not None
+    a.proc.send_signal(signal.SIGKILL)
+    a.proc.wait(10)
+    deadline = time.monotonic() + 3.0  # 3 s = 10 master-down intervals at advert 100 ms
+    while time.monotonic() < deadline:
+        assert b.state() == "BACKUP" and not answers(b.http), "b claimed while in maintenance"
+        time.sleep(0.05)  # sampling period of the check, not a synchronisation
+    off = subprocess.run(
+        [sys.executable, "-m", "hasup", "maintenance", "off", "-c", str(b.config)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert off.returncode == 0, off.stderr
+    wait_until(lambda: b.state() == "MASTER" and answers(b.http), timeout=10, what="b claims after maintenance off")

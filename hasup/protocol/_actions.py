@@ -42,6 +42,8 @@ class PersistentState:
     peer_marks: Mapping[str, tuple[int, int]] = attrs.field(factory=dict)
     #: flap damping: consecutive fault level (0 = none).
     fault_level: int = 0
+    #: node maintenance (``hasup maintenance on``): kept across restarts and reloads.
+    maintenance: bool = False
 
 
 @attrs.frozen

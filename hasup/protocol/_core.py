@@ -106,7 +106,7 @@ class _NodeBase:
         self._no_quorum_since: float | None = None
         self._renotify = False
         self._hold = 0.0
-        self._maintenance = False
+        self._maintenance = saved.maintenance
         self._finished = False
         self._marks_dirty = False
         self._marks_saved_at = now
@@ -311,6 +311,7 @@ class _NodeBase:
                     role=role,
                     peer_marks=dict(self._marks),
                     fault_level=self._fault_level,
+                    maintenance=self._maintenance,
                 )
             )
         )

@@ -215,8 +215,11 @@ class Node(_Assignments):
         self._update(now)
 
     def set_maintenance(self, on: bool, now: float) -> None:
-        """In maintenance a node never claims or preempts (it keeps what it holds)."""
-        self._maintenance = on
+        """In maintenance a node never claims or preempts (it keeps what it holds).
+        Persisted: it lasts across restarts of hasup until turned off."""
+        if on != self._maintenance:
+            self._maintenance = on
+            self._persist(now)
         self._changed(now)
         self._update(now)
 
@@ -236,9 +239,10 @@ class Node(_Assignments):
             raise ValueError("no live, eligible BACKUP to switch over to")
         best = max(candidates, key=lambda p: p.rank)
         assert best.name is not None
-        if self.config.preempt and best.effective_priority < self.effective_priority:
-            # Otherwise preemption would take the service straight back.
+        if self.config.preempt and best.effective_priority < self.effective_priority and not self._maintenance:
+            # Otherwise preemption would take the service straight back (persisted).
             self._maintenance = True
+            self._persist(now)
         self._release(now, best.name, "switchover requested")
         self._update(now)
         return best.name
