@@ -348,13 +348,15 @@ def test_node_maintenance_survives_a_restart_of_both_nodes(
     wait_until(lambda: a.state() == "MASTER" and b.state() == "BACKUP", timeout=20, what="the pair is back")
     assert b.status().get("maintenance") is True, "b's maintenance was forgotten at restart"
     assert a.status().get("maintenance") is False
-    # b's page says maintenance; a's page shows b not eligible (heartbeats carry no
-    # maintenance flag, only b's effective priority 0)
+    # both pages show it (a's from b's heartbeats' MAINTENANCE flag)
     row = "document.querySelector('#members tr[data-node=\"edge-b\"]')?.textContent"
     browser.call("Page.navigate", url=f"http://127.0.0.1:{b.status_port}/")
     wait_until(lambda: "maintenance" in str(browser.eval(row) or ""), timeout=10, what="maintenance on b's page")
     browser.call("Page.navigate", url=f"http://127.0.0.1:{a.status_port}/")
-    wait_until(lambda: "not eligible" in str(browser.eval(row) or ""), timeout=10, what="b not eligible on a's page")
+    wait_until(lambda: "maintenance" in str(browser.eval(row) or ""), timeout=10, what="maintenance on a's page")
+    peers = a.status()["peers"]
+    assert isinstance(peers, list)
+    assert [p["maintenance"] for p in peers if p["name"] == "edge-b"] == [True]
     # b in maintenance never claims: a's node dies, nobody serves
     assert a.proc is not None
     a.proc.send_signal(signal.SIGKILL)

@@ -42,8 +42,8 @@
       const pn = [];
       if (p.config_mismatch) pn.push("config differs");
       if (p.active) pn.push("service active");
-      // heartbeats carry no maintenance flag: priority 0 is maintenance, fault or not ready
-      if (p.live && p.effective_priority === 0) pn.push("not eligible (maintenance, fault or not ready)");
+      if (p.live && p.maintenance) pn.push("maintenance");
+      else if (p.live && p.effective_priority === 0) pn.push("not eligible (priority 0)");
       rows.push(member(Object.assign({ notes: pn }, p), false));
     });
     fill($("members").tBodies[0], rows);

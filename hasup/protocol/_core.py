@@ -552,6 +552,7 @@ class _NodeBase:
                     "effective_priority": p.effective_priority if p.last else None,
                     "last_seen_ago": None if p.last_rx is None else round(now - p.last_rx, 3),
                     "config_mismatch": p.config_mismatch,
+                    "maintenance": bool(p.last is not None and int(p.last.flags) & Flag.MAINTENANCE.value),
                     "rejected_as_stale": p.replays,
                 }
                 for p in self._peers.values()
