@@ -358,10 +358,13 @@ def cmd_switchover(args: argparse.Namespace) -> int:
 
 
 def cmd_maintenance(args: argparse.Namespace) -> int:
-    code, doc = _control(args, "maintenance", {"on": args.mode == "on"})
+    code, doc = _control(args, "maintenance", {"on": args.mode == "on", "group": args.group})
     if code != 200:
         return _fail(f"refused: {doc.get('error', doc)}", 1)
-    print(f"maintenance {'on: this node will not claim or take over' if doc['maintenance'] else 'off'}")
+    if args.group:
+        print(f"group maintenance {'on: no node claims or takes over' if doc['group_maintenance'] else 'off'}")
+    else:
+        print(f"maintenance {'on: this node will not claim or take over' if doc['maintenance'] else 'off'}")
     return 0
 
 
@@ -487,6 +490,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("maintenance", help="on: this node never claims or takes over; off: back to normal")
     p.add_argument("mode", choices=["on", "off"])
+    p.add_argument("--group", action="store_true", help="the whole group (persisted, spread by heartbeats)")
     _config_arg(p)
     p.add_argument("--url", help=argparse.SUPPRESS)
     p.set_defaults(func=cmd_maintenance)

@@ -46,6 +46,11 @@ class Controls(Protocol):
 
     async def set_maintenance(self, on: bool) -> None: ...
 
+    async def set_group_maintenance(self, on: bool) -> None: ...
+
+    @property
+    def group_maintenance(self) -> bool: ...
+
     async def forget_peer(self, name: str) -> None: ...
 
     async def sync_now(self) -> list[int]: ...
@@ -163,8 +168,15 @@ class StatusAPI:
                 target_name = await self._sup.switchover(str(target) if target else None)
                 result = {"ok": True, "target": target_name}
             elif command == "maintenance":
-                await self._sup.set_maintenance(bool(args.get("on", True)))
-                result = {"ok": True, "maintenance": self._sup.maintenance}
+                if args.get("group"):
+                    await self._sup.set_group_maintenance(bool(args.get("on", True)))
+                else:
+                    await self._sup.set_maintenance(bool(args.get("on", True)))
+                result = {
+                    "ok": True,
+                    "maintenance": self._sup.maintenance,
+                    "group_maintenance": self._sup.group_maintenance,
+                }
             elif command == "forget-peer":
                 await self._sup.forget_peer(str(args.get("peer", "")))
                 result = {"ok": True}

@@ -224,6 +224,14 @@ class Supervisor:
     async def set_maintenance(self, on: bool) -> None:
         await self._driver.input(lambda n, now: n.set_maintenance(on, now))
 
+    async def set_group_maintenance(self, on: bool) -> None:
+        """``hasup maintenance on|off --group``: for every node of the group, persisted."""
+        await self._driver.input(lambda n, now: n.set_group_maintenance(on, now))
+
+    @property
+    def group_maintenance(self) -> bool:
+        return self.node.group_maintenance
+
     async def forget_peer(self, name: str) -> None:
         if not any(p.name == name for p in self.node.peers()):
             raise ValueError(f"no peer named {name!r}")

@@ -108,7 +108,8 @@ class Browser:
         self.call("Input.insertText", text=text)
 
     def text(self, selector: str) -> str:
-        return str(self.eval(f"document.querySelector({json.dumps(selector)}).textContent"))
+        """``selector``'s text ("" while the page is still loading)."""
+        return str(self.eval(f"document.querySelector({json.dumps(selector)})?.textContent ?? ''"))
 
     def screenshot(self, path: Path) -> None:
         data = self.call("Page.captureScreenshot", format="png")["data"]
@@ -373,3 +374,44 @@ def test_node_maintenance_survives_a_restart_of_both_nodes(
     )
     assert off.returncode == 0, off.stderr
     wait_until(lambda: b.state() == "MASTER" and answers(b.http), timeout=10, what="b claims after maintenance off")
+
+
+def hasup_cli(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "hasup", *args], capture_output=True, text=True, timeout=60)
+
+
+@pytest.mark.slow
+def test_group_maintenance_survives_a_restart_of_both_nodes(
+    pair: tuple[Node, Node], browser: Browser, tmp_path: Path
+) -> None:
+    a, b = pair
+    a.start()
+    b.start()
+    wait_until(lambda: a.state() == "MASTER" and b.state() == "BACKUP", timeout=20, what="a MASTER, b BACKUP")
+    wait_until(lambda: answers(a.http), timeout=10, what="a's service")
+    on = hasup_cli("maintenance", "on", "--group", "-c", str(a.config))
+    assert on.returncode == 0, on.stderr
+    assert "group maintenance on" in on.stdout
+    wait_until(lambda: b.status().get("group_maintenance") is True, timeout=5, what="b learns group maintenance")
+    for n in (a, b):
+        assert n.proc is not None
+        n.proc.send_signal(signal.SIGKILL)  # hard restart; a's service dies with it (bind_to_hasup)
+    for n in (a, b):
+        assert n.proc is not None
+        n.proc.wait(10)
+    b.start()
+    a.start()
+    wait_until(lambda: a.state() and b.state(), timeout=20, what="both answer again")
+    for n in (a, b):
+        assert n.status().get("group_maintenance") is True, f"{n.name} forgot group maintenance at restart"
+    # frozen: nobody claims, though nobody serves
+    deadline = time.monotonic() + 3.0  # 3 s = 10 master-down intervals at advert 100 ms
+    while time.monotonic() < deadline:
+        assert "MASTER" not in (a.state(), b.state()), "a node claimed during group maintenance"
+        time.sleep(0.05)  # sampling period of the check, not a synchronisation
+    browser.call("Page.navigate", url=f"http://127.0.0.1:{b.status_port}/")
+    wait_until(lambda: "GROUP MAINTENANCE" in browser.text("#maintenance"), timeout=10, what="the page shows it")
+    off = hasup_cli("maintenance", "off", "--group", "-c", str(b.config))
+    assert off.returncode == 0, off.stderr
+    wait_until(lambda: a.state() == "MASTER" and answers(a.http), timeout=15, what="a claims after group maintenance")
+    assert a.status().get("group_maintenance") is False

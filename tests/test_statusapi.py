@@ -25,6 +25,7 @@ class FakeControls:
     def __init__(self) -> None:
         self.calls: list[tuple[str, object]] = []
         self.maintenance = False
+        self.group_maintenance = False
         self.state = State.MASTER
 
     def snapshot(self) -> dict[str, Any]:
@@ -40,6 +41,10 @@ class FakeControls:
     async def set_maintenance(self, on: bool) -> None:
         self.calls.append(("maintenance", on))
         self.maintenance = on
+
+    async def set_group_maintenance(self, on: bool) -> None:
+        self.calls.append(("group-maintenance", on))
+        self.group_maintenance = on
 
     async def forget_peer(self, name: str) -> None:
         self.calls.append(("forget-peer", name))
@@ -78,7 +83,7 @@ async def test_operator_token_runs_a_command_and_logs_who(supplied: str, caplog:
         status, _, body = await api.handle(
             "POST", "/control/maintenance", request(supplied, **{"x-hasup-operator": "alice"}), b'{"on": true}'
         )
-    assert status == 200 and json.loads(body) == {"ok": True, "maintenance": True}
+    assert status == 200 and json.loads(body) == {"ok": True, "maintenance": True, "group_maintenance": False}
     assert controls.calls == [("maintenance", True)]
     assert "by 'alice' with the operator token, from 192.0.2.7:40000" in caplog.text
 
@@ -144,3 +149,13 @@ def test_operator_token_file_is_read_and_checked(tmp_path: Path) -> None:
     token.write_text("short\n")
     with pytest.raises(ConfigError, match=r"status.operator_token_file: .* at least 16"):
         load_config(write(tmp_path, text, keyfile))
+
+
+async def test_group_maintenance_command() -> None:
+    controls = FakeControls()
+    api = StatusAPI(controls, "local-token")
+    status, _, body = await api.handle(
+        "POST", "/control/maintenance", request("local-token"), b'{"on": true, "group": true}'
+    )
+    assert status == 200 and json.loads(body)["group_maintenance"] is True
+    assert controls.calls == [("group-maintenance", True)]

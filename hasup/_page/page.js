@@ -52,7 +52,9 @@
       (s.peers || []).filter((p) => p.live && p.active).map((p) => p.name));
     $("holder").textContent = holders.length ? holders.join(" + ") : "none";
     $("holder").className = holders.length > 1 ? "bad" : "";
-    $("maintenance").textContent = s.maintenance ? "(maintenance: no moves from this node)" : "";
+    $("maintenance").textContent = s.group_maintenance ? "(GROUP MAINTENANCE: no node claims or takes over)"
+      : s.maintenance ? "(maintenance: no moves from this node)" : "";
+    $("maintenance").className = s.group_maintenance ? "warn" : "";
     const local = [
       ["state", s.state + " for " + secs(s.since_seconds) + (s.reason ? " (" + s.reason + ")" : "")],
       ["service", s.service + (s.backend ? " · " + (typeof s.backend === "string" ? s.backend : JSON.stringify(s.backend)) : "")],
@@ -145,7 +147,7 @@
   document.querySelectorAll("#buttons button[data-cmd]").forEach((b) => {
     b.addEventListener("click", async () => {
       if (b.dataset.ask && !window.confirm(b.dataset.ask)) return;
-      const body = b.dataset.on ? { on: b.dataset.on === "true" } : {};
+      const body = b.dataset.on ? { on: b.dataset.on === "true", group: b.dataset.group === "true" } : {};
       say(b.textContent + "…");
       const [status, doc] = await command(b.dataset.cmd, body);
       if (status === 200) say(b.textContent + ": done " + JSON.stringify(doc));

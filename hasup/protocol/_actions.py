@@ -44,6 +44,8 @@ class PersistentState:
     fault_level: int = 0
     #: node maintenance (``hasup maintenance on``): kept across restarts and reloads.
     maintenance: bool = False
+    #: group-wide maintenance (generation, on), as last set or learned from a peer.
+    group_maintenance: tuple[int, bool] = (0, False)
 
 
 @attrs.frozen
