@@ -280,11 +280,16 @@ def cmd_status(args: argparse.Namespace) -> int:
         f"{doc['effective_priority']}) service {doc['service']}, in this state for {doc['since_seconds']} s"
         f" — {doc['reason']}"
     )
+    if doc.get("group_maintenance"):
+        print("  GROUP MAINTENANCE: no node claims or takes over (hasup maintenance off --group)")
+    elif doc.get("maintenance"):
+        print("  maintenance: this node does not claim or take over (hasup maintenance off)")
     for peer in doc.get("peers", []):
         seen = "never" if peer["last_seen_ago"] is None else f"{peer['last_seen_ago']} s ago"
         print(
             f"  peer {peer['name'] or '?'} at {peer['address']}: {peer['state'] or '-'}"
-            f"{' ACTIVE' if peer['active'] else ''}, {'live' if peer['live'] else 'DOWN'}, last heard {seen}"
+            f"{' ACTIVE' if peer['active'] else ''}{' maintenance' if peer.get('maintenance') else ''}, "
+            f"{'live' if peer['live'] else 'DOWN'}, last heard {seen}"
         )
     if w := doc.get("witness"):
         state = "reachable" if w["reachable"] else "UNREACHABLE"

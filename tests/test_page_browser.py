@@ -404,6 +404,7 @@ def test_group_maintenance_survives_a_restart_of_both_nodes(
     wait_until(lambda: a.state() and b.state(), timeout=20, what="both answer again")
     for n in (a, b):
         assert n.status().get("group_maintenance") is True, f"{n.name} forgot group maintenance at restart"
+    assert "GROUP MAINTENANCE" in hasup_cli("status", "-c", str(b.config)).stdout
     # frozen: nobody claims, though nobody serves
     deadline = time.monotonic() + 3.0  # 3 s = 10 master-down intervals at advert 100 ms
     while time.monotonic() < deadline:
