@@ -280,11 +280,16 @@ def cmd_status(args: argparse.Namespace) -> int:
         f"{doc['effective_priority']}) service {doc['service']}, in this state for {doc['since_seconds']} s"
         f" — {doc['reason']}"
     )
+    if doc.get("group_maintenance"):
+        print("  GROUP MAINTENANCE: no node claims or takes over (hasup maintenance off --group)")
+    elif doc.get("maintenance"):
+        print("  maintenance: this node does not claim or take over (hasup maintenance off)")
     for peer in doc.get("peers", []):
         seen = "never" if peer["last_seen_ago"] is None else f"{peer['last_seen_ago']} s ago"
         print(
             f"  peer {peer['name'] or '?'} at {peer['address']}: {peer['state'] or '-'}"
-            f"{' ACTIVE' if peer['active'] else ''}, {'live' if peer['live'] else 'DOWN'}, last heard {seen}"
+            f"{' ACTIVE' if peer['active'] else ''}{' maintenance' if peer.get('maintenance') else ''}, "
+            f"{'live' if peer['live'] else 'DOWN'}, last heard {seen}"
         )
     if w := doc.get("witness"):
         state = "reachable" if w["reachable"] else "UNREACHABLE"
@@ -358,10 +363,13 @@ def cmd_switchover(args: argparse.Namespace) -> int:
 
 
 def cmd_maintenance(args: argparse.Namespace) -> int:
-    code, doc = _control(args, "maintenance", {"on": args.mode == "on"})
+    code, doc = _control(args, "maintenance", {"on": args.mode == "on", "group": args.group})
     if code != 200:
         return _fail(f"refused: {doc.get('error', doc)}", 1)
-    print(f"maintenance {'on: this node will not claim or take over' if doc['maintenance'] else 'off'}")
+    if args.group:
+        print(f"group maintenance {'on: no node claims or takes over' if doc['group_maintenance'] else 'off'}")
+    else:
+        print(f"maintenance {'on: this node will not claim or take over' if doc['maintenance'] else 'off'}")
     return 0
 
 
@@ -487,6 +495,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("maintenance", help="on: this node never claims or takes over; off: back to normal")
     p.add_argument("mode", choices=["on", "off"])
+    p.add_argument("--group", action="store_true", help="the whole group (persisted, spread by heartbeats)")
     _config_arg(p)
     p.add_argument("--url", help=argparse.SUPPRESS)
     p.set_defaults(func=cmd_maintenance)

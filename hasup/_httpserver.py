@@ -35,10 +35,23 @@ logger = logging.getLogger("hasup.http")
 #: ``handler(method, target, headers, body) -> (status, content_type, body)``.
 #: ``method`` is "GET" or "POST" (HEAD is served as GET without the body); ``target``
 #: is the request target as sent ("/status?x=1"); ``headers`` maps lower-case names to
-#: values (repeated headers joined with ", ").
+#: values (repeated headers joined with ", "), plus ``":peer"``: the client's address
+#: (``host:port``), a name no request header can have.
 Handler = Callable[[str, str, Mapping[str, str], bytes], Awaitable[tuple[int, str, bytes]]]
 
 _SERVER = b"hasup"
+#: on every response: the status page's assets are same-origin only (no inline script,
+#: no external resource), nothing may frame it, and no type is sniffed.
+_SECURITY = [
+    (
+        b"content-security-policy",
+        b"default-src 'none'; script-src 'self'; style-src 'self'; connect-src 'self'; img-src 'self'; "
+        b"base-uri 'none'; form-action 'none'; frame-ancestors 'none'",
+    ),
+    (b"x-content-type-options", b"nosniff"),
+    (b"x-frame-options", b"DENY"),
+    (b"referrer-policy", b"no-referrer"),
+]
 _READ_SIZE = 16384
 _TEXT = "text/plain; charset=utf-8"
 _GONE = (anyio.BrokenResourceError, anyio.ClosedResourceError, anyio.EndOfStream, OSError)
@@ -116,6 +129,11 @@ class _Connection:
         self.limits = limits
         self.busy = busy
         self.conn = h11.Connection(h11.SERVER, max_incomplete_event_size=limits.max_header_size)
+        try:
+            remote = stream.extra(SocketAttribute.remote_address)
+            self.peer = f"{remote[0]}:{remote[1]}" if isinstance(remote, tuple) else str(remote)
+        except (anyio.TypedAttributeLookupError, IndexError):
+            self.peer = "unknown"
 
     async def serve(self) -> None:
         try:
@@ -204,7 +222,7 @@ class _Connection:
         if method not in ("GET", "HEAD", "POST"):
             await self._send_response(405, _TEXT, b"method not allowed\n", extra=[(b"allow", b"GET, HEAD, POST")])
             return
-        headers: dict[str, str] = {}
+        headers: dict[str, str] = {":peer": self.peer}
         for raw_name, raw_value in request.headers:
             name = raw_name.decode("ascii", "replace")  # h11 lower-cases names
             value = raw_value.decode("latin-1")
@@ -242,6 +260,7 @@ class _Connection:
             (b"server", _SERVER),
             (b"content-type", content_type.encode("latin-1")),
             (b"cache-control", b"no-store"),
+            *_SECURITY,
             *(extra or []),
         ]
         if status not in (204, 304):

@@ -40,6 +40,11 @@ class StateFile:
                 role=State[raw.get("role", "BACKUP")],
                 peer_marks={k: (int(v[0]), int(v[1])) for k, v in raw.get("peer_marks", {}).items()},
                 fault_level=int(raw.get("fault_level", 0)),
+                maintenance=bool(raw.get("maintenance", False)),
+                group_maintenance=(
+                    int(raw.get("group_maintenance", [0, False])[0]),
+                    bool(raw.get("group_maintenance", [0, False])[1]),
+                ),
             )
         except (KeyError, TypeError, ValueError, IndexError) as exc:
             raise ConfigError(
@@ -56,6 +61,8 @@ class StateFile:
                 "role": state.role.name,
                 "peer_marks": {k: list(v) for k, v in state.peer_marks.items()},
                 "fault_level": state.fault_level,
+                "maintenance": state.maintenance,
+                "group_maintenance": [state.group_maintenance[0], state.group_maintenance[1]],
                 "written": time.time(),
             },
             indent=1,

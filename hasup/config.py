@@ -69,6 +69,9 @@ class GroupSettings:
 @attrs.frozen
 class StatusSettings:
     listen: Address | None = ("127.0.0.1", 9105)
+    #: ``operator_token_file``'s secret: operator commands from the status page (or any
+    #: machine) with it, besides the local ``control.token``
+    operator_token: bytes | None = attrs.field(default=None, repr=False)
 
 
 @attrs.frozen
@@ -416,7 +419,11 @@ def parse_config(text: str, file: str = "<config>") -> Config:
                 "listen",
                 f"{listen_text} is not a loopback address; set allow_remote = true to expose /status",
             )
-        status = StatusSettings(status_addr)
+        token_file = status_s.get_str("operator_token_file", None)
+        operator_token = (
+            None if token_file is None else read_key_file(token_file, section=status_s, key="operator_token_file")
+        )
+        status = StatusSettings(status_addr, operator_token)
         status_s.finish()
     root.finish()
 

@@ -19,6 +19,7 @@ import ipaddress
 import logging
 from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import AsyncExitStack
+from functools import partial
 from types import TracebackType
 from typing import Any
 
@@ -223,6 +224,14 @@ class Supervisor:
     async def set_maintenance(self, on: bool) -> None:
         await self._driver.input(lambda n, now: n.set_maintenance(on, now))
 
+    async def set_group_maintenance(self, on: bool) -> None:
+        """``hasup maintenance on|off --group``: for every node of the group, persisted."""
+        await self._driver.input(lambda n, now: n.set_group_maintenance(on, now))
+
+    @property
+    def group_maintenance(self) -> bool:
+        return self.node.group_maintenance
+
     async def forget_peer(self, name: str) -> None:
         if not any(p.name == name for p in self.node.peers()):
             raise ValueError(f"no peer named {name!r}")
@@ -312,7 +321,12 @@ class Supervisor:
                 if status_listener is not None:
                     from ._statusapi import serve_status
 
-                    self._status_port = await tg.start(serve_status, self, status_listener, self._state_file.dir)
+                    self._status_port = await tg.start(
+                        partial(serve_status, operator_token=self.config.status.operator_token),
+                        self,
+                        status_listener,
+                        self._state_file.dir,
+                    )
                 if notifier is not None:
                     tg.start_soon(notifier.run, self._done)
                 task_status.started()

@@ -9,7 +9,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-packages=(python3-venv binutils docker.io busybox-static mmdebstrap docker-compose systemd dbus util-linux bsdutils iproute2 iptables keepalived curl psmisc procps mosquitto)
+packages=(python3-venv binutils docker.io busybox-static mmdebstrap docker-compose systemd dbus util-linux bsdutils iproute2 iptables keepalived curl psmisc procps mosquitto chromium)
 if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
     missing=()
     for p in "${packages[@]}"; do

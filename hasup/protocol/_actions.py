@@ -42,6 +42,10 @@ class PersistentState:
     peer_marks: Mapping[str, tuple[int, int]] = attrs.field(factory=dict)
     #: flap damping: consecutive fault level (0 = none).
     fault_level: int = 0
+    #: node maintenance (``hasup maintenance on``): kept across restarts and reloads.
+    maintenance: bool = False
+    #: group-wide maintenance (generation, on), as last set or learned from a peer.
+    group_maintenance: tuple[int, bool] = (0, False)
 
 
 @attrs.frozen

@@ -106,7 +106,9 @@ class _NodeBase:
         self._no_quorum_since: float | None = None
         self._renotify = False
         self._hold = 0.0
-        self._maintenance = False
+        self._node_maintenance = saved.maintenance
+        self._group_maintenance = saved.group_maintenance
+        self._maintenance = saved.maintenance or saved.group_maintenance[1]  # what the decisions use
         self._finished = False
         self._marks_dirty = False
         self._marks_saved_at = now
@@ -189,6 +191,10 @@ class _NodeBase:
         return self._maintenance
 
     @property
+    def group_maintenance(self) -> bool:
+        return self._group_maintenance[1]
+
+    @property
     def effective_priority(self) -> int:
         if self._state in (State.FAULT, State.STOPPING) or self._maintenance:
             return 0
@@ -238,6 +244,8 @@ class _NodeBase:
         self._marks_dirty = True
         if hb.term > self._max_term_seen:
             self._max_term_seen = hb.term
+        if hb.group_maintenance > self._group_maintenance:  # a newer generation; at a tie "on" wins
+            self._set_group_maintenance(hb.group_maintenance, now)
         down = down_interval(self.effective_priority, hb.advert_ms / 1000)
         peer.down_at = now + down
         if hb.state == State.STOPPING:
@@ -299,6 +307,12 @@ class _NodeBase:
         a8 = self.config.advert_interval / 8
         self._bursts = [now, now + a8, now + 2 * a8]
 
+    def _set_group_maintenance(self, value: tuple[int, bool], now: float) -> None:
+        self._group_maintenance = value
+        self._maintenance = self._node_maintenance or value[1]
+        self._persist(now)
+        self._changed(now)
+
     def _persist(self, now: float, role: State | None = None) -> None:
         if role is None:
             role = State.MASTER if self._state == State.MASTER else State.BACKUP
@@ -312,6 +326,8 @@ class _NodeBase:
                     role=role,
                     peer_marks=dict(self._marks),
                     fault_level=self._fault_level,
+                    maintenance=self._node_maintenance,
+                    group_maintenance=self._group_maintenance,
                 )
             )
         )
@@ -425,6 +441,7 @@ class _NodeBase:
             release_budget_ms=round(self._release_budget() * 1000),
             hold_ms=round(self._hold * 1000) if self._state == State.STOPPING and self.holder else 0,
             sync_generation=self._sync_wire,
+            group_maintenance=self._group_maintenance,
         )
 
     def _send_to(self, address: Address, now: float, extra: Flag = Flag.NONE) -> None:
@@ -542,6 +559,8 @@ class _NodeBase:
             "service": self._service.value,
             "holder": self.holder,
             "maintenance": self._maintenance,
+            "node_maintenance": self._node_maintenance,
+            "group_maintenance": self._group_maintenance[1],
             "alarms": dict(self._alarms),
             "probes": self._probes.snapshot(),
             "peers": [
@@ -556,6 +575,7 @@ class _NodeBase:
                     "effective_priority": p.effective_priority if p.last else None,
                     "last_seen_ago": None if p.last_rx is None else round(now - p.last_rx, 3),
                     "config_mismatch": p.config_mismatch,
+                    "maintenance": bool(p.last is not None and int(p.last.flags) & Flag.MAINTENANCE.value),
                     "rejected_as_stale": p.replays,
                 }
                 for p in self._peers.values()

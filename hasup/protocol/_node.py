@@ -214,9 +214,21 @@ class Node(_Assignments):
         self._set_service(ServiceStatus.STOPPED, now)
         self._update(now)
 
+    def set_group_maintenance(self, on: bool, now: float) -> None:
+        """Group-wide maintenance (``hasup maintenance on --group``): every node acts as in
+        maintenance (no claims, no preemption, what is held is kept). A new generation
+        travels in every heartbeat; the newest wins (at a tie, "on"), so it reaches nodes
+        that were down, and it is persisted on each node."""
+        self._set_group_maintenance((self._group_maintenance[0] + 1, on), now)
+        self._update(now)
+
     def set_maintenance(self, on: bool, now: float) -> None:
-        """In maintenance a node never claims or preempts (it keeps what it holds)."""
-        self._maintenance = on
+        """In maintenance a node never claims or preempts (it keeps what it holds).
+        Persisted: it lasts across restarts of hasup until turned off."""
+        if on != self._node_maintenance:
+            self._node_maintenance = on
+            self._maintenance = on or self._group_maintenance[1]
+            self._persist(now)
         self._changed(now)
         self._update(now)
 
@@ -236,9 +248,10 @@ class Node(_Assignments):
             raise ValueError("no live, eligible BACKUP to switch over to")
         best = max(candidates, key=lambda p: p.rank)
         assert best.name is not None
-        if self.config.preempt and best.effective_priority < self.effective_priority:
-            # Otherwise preemption would take the service straight back.
-            self._maintenance = True
+        if self.config.preempt and best.effective_priority < self.effective_priority and not self._maintenance:
+            # Otherwise preemption would take the service straight back (persisted).
+            self._node_maintenance = self._maintenance = True
+            self._persist(now)
         self._release(now, best.name, "switchover requested")
         self._update(now)
         return best.name

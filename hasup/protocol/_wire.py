@@ -80,6 +80,7 @@ class Tlv(enum.IntEnum):
     RELEASE_BUDGET_MS = 3  # u32
     HOLD_MS = 4  # u32: leave-running hold of a STOPPING node
     SYNC_GENERATION = 5  # data sync: 16 bytes per [[sync]] (u64 number + 8 hash bytes)
+    GROUP_MAINTENANCE = 6  # u64 generation + u8 on: group-wide maintenance, newest generation wins
 
 
 @attrs.frozen
@@ -105,6 +106,8 @@ class Heartbeat:
     #: Data-sync generations the sender holds (opaque to the core).
     sync_generation: bytes = b""
     key_id: int = 0
+    #: (generation, on) of group-wide maintenance as the sender knows it; generation 0: never set
+    group_maintenance: tuple[int, bool] = (0, False)
 
     @property
     def active(self) -> bool:
@@ -212,6 +215,9 @@ def encode(hb: Heartbeat, keys: KeyRing) -> bytes:
         parts.append(struct.pack("!BHI", Tlv.HOLD_MS, 4, hb.hold_ms))
     if hb.sync_generation:
         parts.append(struct.pack("!BH", Tlv.SYNC_GENERATION, len(hb.sync_generation)) + hb.sync_generation)
+    if hb.group_maintenance[0]:
+        gen, on = hb.group_maintenance
+        parts.append(struct.pack("!BHQB", Tlv.GROUP_MAINTENANCE, 9, gen, 1 if on else 0))
     body = b"".join(parts)
     return body + keys.tag(keys.send_id, body)
 
@@ -267,6 +273,7 @@ def _parse(body: bytes, key_id: int, group: int) -> Heartbeat | Drop:
     target: str | None = None
     budget = hold = 0
     sync_generation = b""
+    group_maintenance = (0, False)
     while pos < len(body):
         if pos + 3 > len(body):
             return Drop.MALFORMED
@@ -292,6 +299,9 @@ def _parse(body: bytes, key_id: int, group: int) -> Heartbeat | Drop:
             (hold,) = _U32.unpack(value)
         elif ttype == Tlv.SYNC_GENERATION:
             sync_generation = bytes(value)
+        elif ttype == Tlv.GROUP_MAINTENANCE:
+            gen, on = struct.unpack("!QB", value)
+            group_maintenance = (gen, bool(on))
         # unknown TLV types are skipped: newer senders stay compatible
     st = _STATES.get(state)
     if st is None:
@@ -316,4 +326,5 @@ def _parse(body: bytes, key_id: int, group: int) -> Heartbeat | Drop:
         hold_ms=hold,
         sync_generation=sync_generation,
         key_id=key_id,
+        group_maintenance=group_maintenance,
     )

@@ -191,6 +191,14 @@ class NodeCluster(VirtualClock, ClusterView):
         self._input(self.sims[name], lambda n: result.append(n.request_switchover(self.now, target)))
         return result[0]
 
+    def set_maintenance(self, name: str, on: bool) -> None:
+        """``hasup maintenance on|off`` on ``name`` (``Node.set_maintenance``)."""
+        self._input(self.sims[name], lambda n: n.set_maintenance(on, self.now))
+
+    def set_group_maintenance(self, name: str, on: bool) -> None:
+        """``hasup maintenance on|off --group`` run on ``name``."""
+        self._input(self.sims[name], lambda n: n.set_group_maintenance(on, self.now))
+
     # ------------------------------------------------------------------ faults
     def fail_service(self, name: str) -> None:
         """The service crashes; the backend reports FAILED at once."""
