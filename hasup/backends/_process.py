@@ -156,15 +156,19 @@ async def run_command(
     and the result has ``timed_out=True``. Cancellation kills them too. ``OSError``
     if the command cannot be started at all (not found, not executable).
     """
-    process = await anyio.open_process(
-        list(argv),
-        stdin=subprocess.DEVNULL,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        cwd=cwd,
-        env=process_environment({}) if env is None else env,
-        start_new_session=True,
-    )
+    # Shielded: a cancellation that lands while the child is being spawned would leave
+    # it running with nobody holding it (seen with a status poll under move_on_after);
+    # once spawned, the try/finally below kills and reaps it on any cancellation.
+    with anyio.CancelScope(shield=True):
+        process = await anyio.open_process(
+            list(argv),
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            cwd=cwd,
+            env=process_environment({}) if env is None else env,
+            start_new_session=True,
+        )
     tail = bytearray()
     drained = anyio.Event()
     timed_out = False

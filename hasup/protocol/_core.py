@@ -282,7 +282,11 @@ class _NodeBase:
 
     def _service_failed(self, status: ServiceStatus, now: float) -> None:
         """A pushed non-RUNNING status while no action of ours is in flight."""
-        if self._state in (State.MASTER, State.CLAIMING):
+        if self._state is State.CLAIMING and status is ServiceStatus.FAILED:
+            # No start of this claim is in flight (it would be pending): a failed copy
+            # from before the claim (waiting for peers to see it) is stopped, not a fault.
+            self._stop(now, f"service {status.value} before the claim started it")
+        elif self._state in (State.MASTER, State.CLAIMING):
             self._fault(now, f"service {status.value}")
         elif status is ServiceStatus.FAILED and self._state in (State.BACKUP, State.FAULT, State.RELEASING):
             # A holder that is not MASTER (failed, unknown, started behind our back):

@@ -185,6 +185,9 @@ def test_link_down_on_holder_default_tracking(cluster: Cluster, side: str) -> No
     t_heal = c.obs.mark("link up")
     c.a.link_up(side)
     c.wait_steady(timeout=30)
+    # One missed sample right at the end (a slow answer of the stand-in) would leave
+    # no final "only n1" period: look once n1 has served alone for a second.
+    c.obs.wait_serving({c.a.name}, timeout=30, hold=1.0)
     tl = c.obs.timeline()
     both = tl.dual_active(t_cut)
     stopped = tl.first_down(t_cut, c.a.name)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from hasup.protocol import ProbeSpec, State
+from hasup.protocol import ProbeSpec, ServiceStatus, State
 from hasup.testing import NodeCluster
 
 TINY = 1e-6  # message delay small enough not to matter at ±1 ms
@@ -422,3 +422,25 @@ def test_switchover() -> None:
     assert starts(c, "c") == []
     with pytest.raises(ValueError, match="only the MASTER"):
         c.switchover("a")
+
+
+def test_a_failed_copy_reported_while_the_claim_waits_for_acks_is_stopped_not_a_fault() -> None:
+    """Failback after a crash: the claimer's backend still reports its crashed copy as
+    FAILED while the claim waits for the peer's acknowledgement (no start in flight).
+    That copy is stopped, the claim goes on and the node starts: no FAULT, no overlap
+    (found by examples/embedding.py, whose collector reports FAILED until restarted)."""
+    c = NodeCluster([("a", 100), ("b", 90)], delay=0.01, fault_holddown=2.0)
+    c.start()
+    settled(c, "a")
+    t0 = c.now
+    c.fail_service("a")
+    settled(c, "b")
+    deadline = c.now + 10.0
+    while c.node("a").state is not State.CLAIMING:
+        assert c.now < deadline, "a never claimed the service back"
+        c.advance(0.001)
+    c.deliver("a", c.incarnation("a") or 0, lambda n, now: n.service_status(ServiceStatus.FAILED, now))
+    settled(c, "a")
+    assert notified(c, "a", State.FAULT, t0) == [pytest.approx(t0)]  # the crash only
+    assert c.node("a").state is State.MASTER
+    assert c.overlaps() == []
