@@ -189,15 +189,20 @@ def post(node: Node, command: str, token: str, origin: str | None = None) -> int
         return int(exc.code)
 
 
+def start_pair(a: Node, b: Node) -> None:
+    """Start both nodes and wait for the steady state: a MASTER and serving, b BACKUP."""
+    a.start()
+    b.start()
+    wait_until(lambda: a.state() == "MASTER" and b.state() == "BACKUP", timeout=20, what="a MASTER, b BACKUP")
+    wait_until(lambda: answers(a.http), timeout=10, what="a's service")
+
+
 @pytest.mark.slow
 def test_page_shows_both_nodes_and_a_failover_within_a_second(
     pair: tuple[Node, Node], browser: Browser, tmp_path: Path
 ) -> None:
     a, b = pair
-    a.start()
-    b.start()
-    wait_until(lambda: a.state() == "MASTER" and b.state() == "BACKUP", timeout=20, what="a MASTER, b BACKUP")
-    wait_until(lambda: answers(a.http), timeout=10, what="a's service")
+    start_pair(a, b)
     # a phone-sized viewport: the page must be readable there
     browser.call("Emulation.setDeviceMetricsOverride", width=412, height=900, deviceScaleFactor=1, mobile=True)
     browser.call("Page.enable")
@@ -267,10 +272,7 @@ def test_switchover_clicked_on_the_page_moves_the_service_with_no_overlap(
     pair: tuple[Node, Node], browser: Browser, tmp_path: Path
 ) -> None:
     a, b = pair
-    a.start()
-    b.start()
-    wait_until(lambda: a.state() == "MASTER" and b.state() == "BACKUP", timeout=20, what="a MASTER, b BACKUP")
-    wait_until(lambda: answers(a.http), timeout=10, what="a's service")
+    start_pair(a, b)
     browser.call("Page.enable")
     browser.call("Page.navigate", url=f"http://127.0.0.1:{a.status_port}/")
     wait_until(lambda: browser.members().get("edge-a") == "MASTER", timeout=10, what="the page shows a MASTER")
@@ -385,10 +387,7 @@ def test_group_maintenance_survives_a_restart_of_both_nodes(
     pair: tuple[Node, Node], browser: Browser, tmp_path: Path
 ) -> None:
     a, b = pair
-    a.start()
-    b.start()
-    wait_until(lambda: a.state() == "MASTER" and b.state() == "BACKUP", timeout=20, what="a MASTER, b BACKUP")
-    wait_until(lambda: answers(a.http), timeout=10, what="a's service")
+    start_pair(a, b)
     on = hasup_cli("maintenance", "on", "--group", "-c", str(a.config))
     assert on.returncode == 0, on.stderr
     assert "group maintenance on" in on.stdout
